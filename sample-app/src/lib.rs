@@ -1,0 +1,10 @@
+//! The sample service of the observability stack: an actix-web app that emits Prometheus
+//! metrics with exemplars, JSON logs carrying trace ids, OpenTelemetry traces and pprof CPU
+//! profiles, all agreeing on the names in `shared/DESIGN.md` ("Contracts").
+
+pub mod error;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

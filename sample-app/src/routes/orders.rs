@@ -1,0 +1,60 @@
+//! A small order API so dashboards have several real route templates: create an order, read
+//! it back. Orders live in memory ([`crate::state::OrderBook`], bounded).
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{error::ApiError, state::AppState};
+
+pub const MAX_ITEM_CHARS: usize = 64;
+pub const MAX_QUANTITY: i64 = 100;
+
+/// The body of `POST /api/orders`. Unknown fields are refused so typos do not pass silently.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    item: String,
+    /// Signed and wide, so out-of-range values get a range error rather than a type error.
+    quantity: i64,
+}
+
+impl NewOrder {
+    fn validate(self) -> Result<(String, u32), ApiError> {
+        let chars = self.item.chars().count();
+        if self.item.trim().is_empty() || chars > MAX_ITEM_CHARS {
+            return Err(ApiError::Unprocessable {
+                error: "invalid_order",
+                detail: format!("item must be 1 to {MAX_ITEM_CHARS} characters and not blank, got {chars}"),
+            });
+        }
+        if !(1..=MAX_QUANTITY).contains(&self.quantity) {
+            return Err(ApiError::Unprocessable {
+                error: "invalid_order",
+                detail: format!("quantity must be from 1 to {MAX_QUANTITY}, got {}", self.quantity),
+            });
+        }
+        Ok((self.item, self.quantity as u32))
+    }
+}
+
+pub async fn create(body: web::Json<NewOrder>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (item, quantity) = body.into_inner().validate()?;
+    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let order = state.orders.insert(item, quantity, now);
+    tracing::info!(order.id = order.id, order.item = %order.item, order.quantity = order.quantity, "order accepted");
+    Ok(HttpResponse::Created()
+        .insert_header(("location", format!("/api/orders/{}", order.id)))
+        .json(order))
+}
+
+pub async fn read(id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_order_id", "order id must be a positive whole number"))?;
+    state
+        .orders
+        .get(id)
+        .map(|order| HttpResponse::Ok().json(order))
+        .ok_or_else(|| ApiError::NotFound { error: "order_not_found", detail: format!("no order with id {id}") })
+}

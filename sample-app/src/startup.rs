@@ -1,0 +1,106 @@
+//! Builds the HTTP application (routes, middleware, shared state) and runs it until SIGTERM or
+//! Ctrl-C, letting in-flight requests finish within the shutdown timeout.
+
+use std::net::{SocketAddr, TcpListener};
+
+use actix_web::{
+    App, HttpServer,
+    dev::{Server, ServerHandle},
+    middleware::{Condition, from_fn},
+    web,
+};
+use anyhow::Context;
+use tokio::sync::Semaphore;
+
+use crate::{
+    routes::{demo, downstream, extractors, health, index, metrics, orders, pprof},
+    settings::Settings,
+    state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, OrderBook},
+    telemetry::{metrics::AppMetrics, middleware::observe_request, profiles::CpuProfiler},
+};
+
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+}
+
+impl Application {
+    /// Binds the listener (port 0 picks a free one) and prepares the server; nothing is served
+    /// until [`Application::run_until_stopped`].
+    pub fn build(settings: &Settings, profiler: Option<CpuProfiler>) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("while binding {} (SAMPLE_APP_LISTEN)", settings.listen))?;
+        let address = listener.local_addr().context("while reading the bound address")?;
+        let metrics = AppMetrics::new(&settings.otel.service_name, &settings.otel.service_version);
+        let downstream = match &settings.downstream_url {
+            Some(base) => Some(Downstream {
+                base: base.clone(),
+                timeout: settings.downstream_timeout,
+                client: reqwest::Client::builder().build().context("while building the HTTP client")?,
+            }),
+            None => None,
+        };
+        let state = web::Data::new(AppState {
+            service_name: settings.otel.service_name.clone(),
+            version: settings.otel.service_version.clone(),
+            orders: OrderBook::default(),
+            downstream,
+            profiler,
+            metrics: metrics.clone(),
+            cpu_bursts: Semaphore::new(MAX_CONCURRENT_BURSTS),
+        });
+        let metrics = web::Data::new(metrics);
+        let observe = settings.telemetry_enabled;
+
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(metrics.clone())
+                .app_data(extractors::json_config())
+                .app_data(extractors::query_config())
+                .app_data(extractors::path_config())
+                .wrap(Condition::new(observe, from_fn(observe_request)))
+                .configure(routes)
+                .default_service(web::to(extractors::not_found))
+        })
+        .listen(listener)
+        .context("while starting the HTTP server")?
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .run();
+        Ok(Self { server, address })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A handle to stop the server from elsewhere (tests; signals are handled by actix).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    let get = |path: &str, route: actix_web::Route| resource(path).route(route);
+    cfg.service(get("/", web::get().to(index::index)))
+        .service(get("/health", web::get().to(health::health)))
+        .service(get("/ready", web::get().to(health::ready)))
+        .service(get("/metrics", web::get().to(metrics::metrics)))
+        .service(get("/slow", web::get().to(demo::slow)))
+        .service(get("/error", web::get().to(demo::error)))
+        .service(get("/generate-load", web::get().to(demo::generate_load)))
+        .service(get("/external", web::get().to(downstream::external)))
+        .service(get("/api/orders", web::post().to(orders::create)))
+        .service(get("/api/orders/{id}", web::get().to(orders::read)))
+        .service(get("/api/inventory/{item}", web::get().to(downstream::inventory)))
+        .service(get("/debug/pprof/profile", web::get().to(pprof::profile)));
+}
+
+/// A resource that answers 405 with a JSON body for methods it has no route for.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(extractors::method_not_allowed))
+}

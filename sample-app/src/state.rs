@@ -1,0 +1,96 @@
+//! What every handler shares: the order book, the downstream client and the profiler.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::telemetry::{metrics::AppMetrics, profiles::CpuProfiler};
+
+/// Orders kept in memory; beyond this the oldest are forgotten.
+pub const MAX_ORDERS: usize = 10_000;
+/// `/generate-load` bursts that may burn CPU at once; more get 429.
+pub const MAX_CONCURRENT_BURSTS: usize = 4;
+
+pub struct AppState {
+    pub service_name: String,
+    pub version: String,
+    pub orders: OrderBook,
+    pub downstream: Option<Downstream>,
+    pub profiler: Option<CpuProfiler>,
+    pub metrics: AppMetrics,
+    pub cpu_bursts: Semaphore,
+}
+
+/// The service `/external` calls, and how long it may take.
+pub struct Downstream {
+    pub base: Url,
+    pub timeout: Duration,
+    pub client: reqwest::Client,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Order {
+    pub id: u64,
+    pub item: String,
+    pub quantity: u32,
+    pub status: &'static str,
+    pub created_at: String,
+}
+
+/// A bounded, in-memory order store.
+#[derive(Default)]
+pub struct OrderBook {
+    next_id: AtomicU64,
+    orders: Mutex<BTreeMap<u64, Order>>,
+}
+
+impl OrderBook {
+    pub fn insert(&self, item: String, quantity: u32, created_at: String) -> Order {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let order = Order { id, item, quantity, status: "accepted", created_at };
+        let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
+        orders.insert(id, order.clone());
+        while orders.len() > MAX_ORDERS {
+            orders.pop_first();
+        }
+        order
+    }
+
+    pub fn get(&self, id: u64) -> Option<Order> {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.orders.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_book_forgets_the_oldest_orders_beyond_its_bound() {
+        let book = OrderBook::default();
+        for i in 0..MAX_ORDERS + 5 {
+            book.insert(format!("item-{i}"), 1, String::new());
+        }
+        assert_eq!(book.len(), MAX_ORDERS);
+        assert!(book.get(5).is_none());
+        assert_eq!(book.get(6).unwrap().item, "item-5");
+        assert_eq!(book.get((MAX_ORDERS + 5) as u64).unwrap().item, format!("item-{}", MAX_ORDERS + 4));
+    }
+}

@@ -1,0 +1,119 @@
+//! Starts the signals that live outside the HTTP app — the global `tracing` subscriber (JSON
+//! logs + OpenTelemetry spans) and the CPU profiler with its Pyroscope uploader — and stops
+//! them in order at shutdown: profiles first (the last window is pushed), then traces (the
+//! batch processor flushes the last requests' spans). Logs are written synchronously and need
+//! no flush.
+
+use std::{sync::Arc, thread::JoinHandle, time::Duration};
+
+use anyhow::Context;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+
+use super::{
+    BackendHealth,
+    logs::JsonLogLayer,
+    profiles::CpuProfiler,
+    pyroscope::{QUEUE_LENGTH, Uploader},
+    traces,
+};
+use crate::settings::Settings;
+
+/// The filter when `RUST_LOG` is unset: our events at info; the exporters' own chatter off
+/// (an unreachable backend is reported once by [`BackendHealth`] instead).
+pub fn default_log_filter() -> &'static str {
+    "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,h2=warn,hyper=warn,\
+     hyper_util=warn,tonic=warn,tower=warn,reqwest=warn"
+}
+
+/// Keeps the telemetry pipelines alive; call [`TelemetryGuard::shutdown`] before exit.
+pub struct TelemetryGuard {
+    tracer_provider: Option<SdkTracerProvider>,
+    profiler: Option<(CpuProfiler, JoinHandle<()>)>,
+    uploader: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Installs the global subscriber and starts the profiler. Call once, inside the runtime.
+pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) => EnvFilter::try_new(&directives).with_context(|| format!("RUST_LOG: '{directives}' is not a valid filter"))?,
+        Err(_) => EnvFilter::new(default_log_filter()),
+    };
+    let tracer_provider = if settings.telemetry_enabled {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = traces::tracer_provider(&settings.otel)?;
+        opentelemetry::global::set_tracer_provider(provider.clone());
+        Some(provider)
+    } else {
+        None
+    };
+    let otel_layer = tracer_provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME"))));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(otel_layer)
+        .with(JsonLogLayer::new(std::io::stdout))
+        .try_init()
+        .context("while installing the global tracing subscriber")?;
+
+    let (profiler, uploader) = if settings.telemetry_enabled { start_profiling(settings)? } else { (None, None) };
+    Ok(TelemetryGuard { tracer_provider, profiler, uploader })
+}
+
+type Profiling = (Option<(CpuProfiler, JoinHandle<()>)>, Option<tokio::task::JoinHandle<()>>);
+
+fn start_profiling(settings: &Settings) -> anyhow::Result<Profiling> {
+    let (sink, uploader) = match &settings.pyroscope_url {
+        Some(base) => {
+            let (sink, windows) = tokio::sync::mpsc::channel(QUEUE_LENGTH);
+            let uploader = Uploader {
+                client: reqwest::Client::new(),
+                base: base.clone(),
+                service_name: settings.otel.service_name.clone(),
+                version: settings.otel.service_version.clone(),
+                health: Arc::new(BackendHealth::new("pyroscope", base.as_str())),
+            };
+            (Some(sink), Some(tokio::spawn(uploader.run(windows))))
+        }
+        None => (None, None),
+    };
+    let profiler = CpuProfiler::start(settings.profile_push_interval, sink)?;
+    Ok((Some(profiler), uploader))
+}
+
+impl TelemetryGuard {
+    /// The profiler for `/debug/pprof/profile`, when telemetry is on.
+    pub fn profiler(&self) -> Option<CpuProfiler> {
+        self.profiler.as_ref().map(|(p, _)| p.clone())
+    }
+
+    /// Pushes the last profile and flushes spans, each bounded by `deadline`.
+    pub async fn shutdown(self, deadline: Duration) {
+        if let Some((profiler, thread)) = self.profiler {
+            profiler.stop();
+            drop(profiler);
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout(deadline, joined).await.is_err() {
+                tracing::warn!("the profiler did not stop within {deadline:?}");
+            }
+        }
+        if let Some(uploader) = self.uploader
+            && tokio::time::timeout(deadline, uploader).await.is_err()
+        {
+            tracing::warn!("the last profiles were not uploaded within {deadline:?}");
+        }
+        if let Some(provider) = self.tracer_provider {
+            // Blocking shutdown off the runtime thread: the gRPC exporter needs this runtime to
+            // make progress, so blocking it here would deadlock and lose every span.
+            let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+            match tokio::time::timeout(deadline, flushed).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "flushing spans at shutdown failed"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "the span flush task failed"),
+                Err(_) => tracing::warn!("spans were not flushed within {deadline:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Prometheus metrics with `prometheus-client`, named after the OpenTelemetry HTTP semantic
+//! conventions in Prometheus form (base units), with exemplars that carry `trace_id` and
+//! `span_id` so Grafana can jump from a latency bucket to the trace that landed in it.
+
+use std::sync::Arc;
+
+use opentelemetry::trace::TraceContextExt;
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
+
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::process::ProcessCollector;
+
+/// The media type Prometheus needs to store exemplars (UPSTREAM.md pitfall 4).
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The OpenTelemetry semantic-convention default buckets for HTTP durations, in seconds.
+const DURATION_BUCKETS: [f64; 14] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
+/// The one `http_route` value for requests that matched no route (never the raw path).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerRequestLabels {
+    pub http_request_method: String,
+    pub http_route: String,
+    pub http_response_status_code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActiveRequestLabels {
+    pub http_request_method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientRequestLabels {
+    pub http_request_method: String,
+    pub server_address: String,
+    /// Empty when no response arrived (Prometheus drops empty labels).
+    pub http_response_status_code: String,
+    /// Empty on success; `timeout`, `connect`, `500`, … otherwise.
+    pub error_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+    pub span_id: String,
+}
+
+impl TraceExemplar {
+    /// The ids of `span`, only when it is sampled: an exemplar must point at a trace that
+    /// will exist in Tempo.
+    pub fn of_span(span: &tracing::Span) -> Option<Self> {
+        let cx = span.context();
+        let span_ref = cx.span();
+        let sc = span_ref.span_context();
+        (sc.is_valid() && sc.is_sampled())
+            .then(|| Self { trace_id: sc.trace_id().to_string(), span_id: sc.span_id().to_string() })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    service_name: String,
+}
+
+type DurationFamily<L> = Family<L, HistogramWithExemplars<TraceExemplar>>;
+
+fn duration_histogram() -> HistogramWithExemplars<TraceExemplar> {
+    HistogramWithExemplars::new(DURATION_BUCKETS.into_iter())
+}
+
+/// Every metric the service exposes, in its own registry (tests build as many as they like).
+#[derive(Clone)]
+pub struct AppMetrics {
+    registry: Arc<Registry>,
+    pub server_duration: DurationFamily<ServerRequestLabels>,
+    pub active_requests: Family<ActiveRequestLabels, Gauge>,
+    pub client_duration: DurationFamily<ClientRequestLabels>,
+}
+
+impl AppMetrics {
+    pub fn new(service_name: &str, version: &str) -> Self {
+        let mut registry = Registry::default();
+        let server_duration = DurationFamily::<ServerRequestLabels>::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "http_server_request_duration",
+            "Duration of HTTP server requests, by method, route template and status",
+            Unit::Seconds,
+            server_duration.clone(),
+        );
+        let active_requests = Family::<ActiveRequestLabels, Gauge>::default();
+        registry.register(
+            "http_server_active_requests",
+            "Number of HTTP server requests in flight",
+            active_requests.clone(),
+        );
+        let client_duration = DurationFamily::<ClientRequestLabels>::new_with_constructor(duration_histogram);
+        registry.register_with_unit(
+            "http_client_request_duration",
+            "Duration of HTTP calls to dependencies, by method, server and outcome",
+            Unit::Seconds,
+            client_duration.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels { version: version.to_owned(), service_name: service_name.to_owned() })
+            .set(1);
+        registry.register("sample_app_build_info", "Always 1; labels say which build runs", build_info);
+        registry.register_collector(Box::new(ProcessCollector::new()));
+        Self { registry: Arc::new(registry), server_duration, active_requests, client_duration }
+    }
+
+    /// The OpenMetrics text of every metric, for `GET /metrics`.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,108 @@
+//! The one place every request is observed: it opens the server span (continuing the caller's
+//! trace), counts the request in flight, and when the response is ready records the duration
+//! histogram with the span's ids as exemplar and writes the access-log line inside the span.
+//! Because all three come from the same span, a metric exemplar, a log line and a trace always
+//! agree on the trace id.
+
+use std::time::Instant;
+
+use actix_web::{
+    Error,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+use tracing::{Instrument, Span, field::Empty};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::error::ApiError;
+
+use super::{
+    metrics::{ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE},
+    propagation,
+};
+
+pub async fn observe_request(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let Some(metrics) = req.app_data::<web::Data<AppMetrics>>().cloned() else {
+        return next.call(req).await;
+    };
+    let method = req.method().as_str().to_owned();
+    let route = req.match_pattern();
+    let span = server_span(&req, &method, route.as_deref());
+    let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+
+    let active = metrics.active_requests.get_or_create(&ActiveRequestLabels { http_request_method: method.clone() }).clone();
+    active.inc();
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    active.dec();
+
+    let (status, error_type) = match &result {
+        Ok(res) => (res.status(), res.response().error().and_then(|e| e.as_error::<ApiError>()).map(ApiError::kind)),
+        Err(err) => (err.as_response_error().status_code(), None),
+    };
+    let code = status.as_u16();
+    span.record("http.response.status_code", code);
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", error_type.map_or_else(|| code.to_string(), str::to_owned));
+    }
+
+    let exemplar = TraceExemplar::of_span(&span);
+    metrics
+        .server_duration
+        .get_or_create(&ServerRequestLabels {
+            http_request_method: method.clone(),
+            http_route: route.clone(),
+            http_response_status_code: code.to_string(),
+        })
+        .observe(elapsed.as_secs_f64(), exemplar, None);
+
+    span.in_scope(|| access_log(&method, &route, code, elapsed.as_secs_f64() * 1000.0));
+    result
+}
+
+fn server_span(req: &ServiceRequest, method: &str, route: Option<&str>) -> Span {
+    // OpenTelemetry names a server span `METHOD /route` and just `METHOD` when no route matched.
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = %req.path(),
+        url.scheme = %req.connection_info().scheme(),
+        server.address = %req.connection_info().host(),
+        user_agent.original = req.headers().get("user-agent").and_then(|v| v.to_str().ok()),
+        http.response.status_code = Empty,
+        error.type = Empty,
+    );
+    // Setting the parent fails only when the span is disabled (telemetry off): nothing to link.
+    let _ = span.set_parent(propagation::extract(req.headers()));
+    span
+}
+
+fn access_log(method: &str, route: &str, status: u16, duration_ms: f64) {
+    let duration_ms = (duration_ms * 1000.0).round() / 1000.0;
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(target: "access", method, route, status, duration_ms, "request completed")
+        };
+    }
+    match status {
+        500.. => line!(error),
+        400..500 => line!(warn),
+        _ => line!(info),
+    }
+}
+

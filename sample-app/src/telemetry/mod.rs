@@ -1,0 +1,16 @@
+//! The four signals, one module each, started together by [`init`] and flushed together by
+//! [`TelemetryGuard::shutdown`].
+
+mod backend_health;
+mod guard;
+pub mod logs;
+pub mod metrics;
+pub mod middleware;
+pub mod process;
+pub mod profiles;
+pub mod propagation;
+pub mod pyroscope;
+pub mod traces;
+
+pub use backend_health::{BackendHealth, Verdict};
+pub use guard::{TelemetryGuard, default_log_filter, init};

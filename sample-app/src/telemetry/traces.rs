@@ -1,0 +1,115 @@
+//! Traces: an OTLP exporter (gRPC or http/protobuf, from the `OTEL_*` settings) behind a batch
+//! processor, so a request only ever enqueues its span; export happens on the processor's own
+//! thread and a dead collector costs the service nothing but the dropped spans.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{
+    Resource,
+    error::OTelSdkResult,
+    trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter},
+};
+
+use super::backend_health::BackendHealth;
+use crate::settings::{OtelSettings, OtlpProtocol, SamplerSetting};
+
+/// Builds the tracer provider. Must run inside a Tokio runtime: the gRPC channel lives on it.
+pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider> {
+    let builder = SdkTracerProvider::builder()
+        .with_sampler(sampler(otel.sampler))
+        .with_resource(resource(otel));
+    if !otel.traces_exporter_enabled {
+        return Ok(builder.build());
+    }
+    let exporter = match otel.protocol {
+        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(&otel.traces_endpoint)
+            .with_timeout(otel.bsp_export_timeout)
+            .build(),
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(&otel.traces_endpoint)
+            .with_timeout(otel.bsp_export_timeout)
+            .build(),
+    }
+    .with_context(|| format!("while building the OTLP span exporter for {}", otel.traces_endpoint))?;
+    let exporter = ObservedExporter {
+        inner: exporter,
+        health: Arc::new(BackendHealth::new("otlp-traces", otel.traces_endpoint.clone())),
+    };
+    let batch = BatchConfigBuilder::default()
+        .with_scheduled_delay(otel.bsp_schedule_delay)
+        .with_max_queue_size(otel.bsp_max_queue_size)
+        .with_max_export_batch_size(otel.bsp_max_export_batch_size)
+        .build();
+    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    Ok(builder.with_span_processor(processor).build())
+}
+
+/// `service.*` and `deployment.*` resource attributes of DESIGN.md's service identity.
+pub fn resource(otel: &OtelSettings) -> Resource {
+    let has = |key: &str| otel.resource_attributes.iter().any(|(k, _)| k == key);
+    let mut attributes = vec![KeyValue::new("service.version", otel.service_version.clone())];
+    if !has("service.instance.id") {
+        attributes.push(KeyValue::new("service.instance.id", instance_id()));
+    }
+    if !has("deployment.environment.name") {
+        attributes.push(KeyValue::new("deployment.environment.name", "development"));
+    }
+    attributes.extend(otel.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    Resource::builder_empty()
+        .with_service_name(otel.service_name.clone())
+        .with_attributes(attributes)
+        .build()
+}
+
+/// The container's host name (its id under Docker) and the process id: unique per running copy.
+fn instance_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+fn sampler(setting: SamplerSetting) -> Sampler {
+    match setting {
+        SamplerSetting::AlwaysOn => Sampler::AlwaysOn,
+        SamplerSetting::AlwaysOff => Sampler::AlwaysOff,
+        SamplerSetting::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+        SamplerSetting::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerSetting::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerSetting::ParentBasedTraceIdRatio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
+    }
+}
+
+/// Wraps the OTLP exporter to report an unreachable collector once, not per batch.
+#[derive(Debug)]
+struct ObservedExporter<E> {
+    inner: E,
+    health: Arc<BackendHealth>,
+}
+
+impl<E: SpanExporter> SpanExporter for ObservedExporter<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let result = self.inner.export(batch).await;
+        match &result {
+            Ok(()) => self.health.success(),
+            Err(error) => self.health.failure(error),
+        };
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}

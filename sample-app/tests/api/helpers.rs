@@ -1,0 +1,56 @@
+//! `spawn_app()`: builds the application on port 0 without installing global telemetry, serves
+//! it on the test's runtime and hands back its address and an HTTP client.
+
+use sample_app::{settings::Settings, startup::Application};
+use serde_json::Value;
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Settings::for_tests()).await
+}
+
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let app = Application::build(&settings, None).expect("the app builds");
+    let address = format!("http://{}", app.address());
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp { address, client: reqwest::Client::new() }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.expect("request sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.expect("metrics body")
+    }
+}
+
+/// Asserts a 4xx answer with the service's JSON error body and returns its `error` kind.
+pub async fn assert_client_error(response: reqwest::Response, expected_status: u16) -> String {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, expected_status, "body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(!detail.is_empty(), "no detail in {body}");
+    body["error"].as_str().expect("an error kind").to_owned()
+}
