@@ -41,7 +41,10 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     pub fn bad_request(error: &'static str, detail: impl Into<String>) -> Self {
-        Self::BadRequest { error, detail: detail.into() }
+        Self::BadRequest {
+            error,
+            detail: detail.into(),
+        }
     }
 
     /// The machine-readable kind, also used as the span's `error.type` for server errors.
@@ -82,6 +85,9 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(ErrorBody { error: self.kind(), detail: self.to_string() })
+        HttpResponse::build(self.status_code()).json(ErrorBody {
+            error: self.kind(),
+            detail: self.to_string(),
+        })
     }
 }

@@ -11,7 +11,11 @@ use url::Url;
 
 /// Flags and `SAMPLE_APP_*` / `PYROSCOPE_*` variables.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "sample-app", version, about = "A service that emits all four signals")]
+#[command(
+    name = "sample-app",
+    version,
+    about = "A service that emits all four signals"
+)]
 pub struct Cli {
     /// Address to serve HTTP on (port 0 picks a free port).
     #[arg(long, env = "SAMPLE_APP_LISTEN", default_value = "127.0.0.1:8080")]
@@ -50,7 +54,9 @@ fn parse_http_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
-        _ => Err(format!("'{raw}' must be an http:// or https:// URL with a host")),
+        _ => Err(format!(
+            "'{raw}' must be an http:// or https:// URL with a host"
+        )),
     }
 }
 
@@ -139,7 +145,11 @@ pub const DEFAULT_SERVICE_NAME: &str = "sample-app";
 
 impl OtelSettings {
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let var = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let mut resource_attributes = match var("OTEL_RESOURCE_ATTRIBUTES") {
             Some(raw) => parse_resource_attributes(&raw).context("OTEL_RESOURCE_ATTRIBUTES")?,
@@ -154,7 +164,9 @@ impl OtelSettings {
         let traces_exporter_enabled = match var("OTEL_TRACES_EXPORTER").as_deref() {
             None | Some("otlp") => true,
             Some("none") => false,
-            Some(other) => bail!("OTEL_TRACES_EXPORTER: '{other}' is not supported (use otlp or none)"),
+            Some(other) => {
+                bail!("OTEL_TRACES_EXPORTER: '{other}' is not supported (use otlp or none)")
+            }
         };
         let protocol = match var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
             None | Some("grpc") => OtlpProtocol::Grpc,
@@ -163,16 +175,40 @@ impl OtelSettings {
                 "OTEL_EXPORTER_OTLP_PROTOCOL: '{other}' is not supported (use grpc or http/protobuf)"
             ),
         };
-        let traces_endpoint = traces_endpoint(protocol, var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), var("OTEL_EXPORTER_OTLP_ENDPOINT"))?;
+        let traces_endpoint = traces_endpoint(
+            protocol,
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        )?;
         let sampler = parse_sampler(var("OTEL_TRACES_SAMPLER"), var("OTEL_TRACES_SAMPLER_ARG"))?;
 
         let ms = |name: &str, default: u64| -> anyhow::Result<Duration> {
-            Ok(Duration::from_millis(parse_number(name, var(name), default, 1, 600_000)?))
+            Ok(Duration::from_millis(parse_number(
+                name,
+                var(name),
+                default,
+                1,
+                600_000,
+            )?))
         };
-        let bsp_max_queue_size = parse_number("OTEL_BSP_MAX_QUEUE_SIZE", var("OTEL_BSP_MAX_QUEUE_SIZE"), 2048, 1, 1_000_000)? as usize;
-        let bsp_max_export_batch_size = parse_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"), 512, 1, 1_000_000)? as usize;
+        let bsp_max_queue_size = parse_number(
+            "OTEL_BSP_MAX_QUEUE_SIZE",
+            var("OTEL_BSP_MAX_QUEUE_SIZE"),
+            2048,
+            1,
+            1_000_000,
+        )? as usize;
+        let bsp_max_export_batch_size = parse_number(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+            var("OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+            512,
+            1,
+            1_000_000,
+        )? as usize;
         if bsp_max_export_batch_size > bsp_max_queue_size {
-            bail!("OTEL_BSP_MAX_EXPORT_BATCH_SIZE ({bsp_max_export_batch_size}) must not exceed OTEL_BSP_MAX_QUEUE_SIZE ({bsp_max_queue_size})");
+            bail!(
+                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE ({bsp_max_export_batch_size}) must not exceed OTEL_BSP_MAX_QUEUE_SIZE ({bsp_max_queue_size})"
+            );
         }
 
         Ok(Self {
@@ -208,7 +244,8 @@ fn parse_resource_attributes(raw: &str) -> anyhow::Result<Vec<(String, String)>>
             if key.is_empty() {
                 bail!("'{pair}' has an empty key");
             }
-            let value = percent_decode(value.trim()).with_context(|| format!("value of '{key}'"))?;
+            let value =
+                percent_decode(value.trim()).with_context(|| format!("value of '{key}'"))?;
             Ok((key.to_owned(), value))
         })
         .collect()
@@ -220,8 +257,13 @@ fn percent_decode(raw: &str) -> anyhow::Result<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = raw.get(i + 1..i + 3).context("'%' must be followed by two hex digits")?;
-            out.push(u8::from_str_radix(hex, 16).with_context(|| format!("'%{hex}' is not a hex escape"))?);
+            let hex = raw
+                .get(i + 1..i + 3)
+                .context("'%' must be followed by two hex digits")?;
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .with_context(|| format!("'%{hex}' is not a hex escape"))?,
+            );
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -231,7 +273,11 @@ fn percent_decode(raw: &str) -> anyhow::Result<String> {
     String::from_utf8(out).context("decoded value is not UTF-8")
 }
 
-fn traces_endpoint(protocol: OtlpProtocol, signal: Option<String>, base: Option<String>) -> anyhow::Result<String> {
+fn traces_endpoint(
+    protocol: OtlpProtocol,
+    signal: Option<String>,
+    base: Option<String>,
+) -> anyhow::Result<String> {
     let (name, url) = match (signal, base) {
         (Some(url), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url),
         (None, Some(base)) => {
@@ -278,7 +324,13 @@ fn parse_sampler(name: Option<String>, arg: Option<String>) -> anyhow::Result<Sa
     })
 }
 
-fn parse_number(name: &str, raw: Option<String>, default: u64, min: u64, max: u64) -> anyhow::Result<u64> {
+fn parse_number(
+    name: &str,
+    raw: Option<String>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> anyhow::Result<u64> {
     let Some(raw) = raw else { return Ok(default) };
     match raw.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -292,7 +344,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn otel(vars: &[(&str, &str)]) -> anyhow::Result<OtelSettings> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         OtelSettings::from_env(|k| map.get(k).cloned())
     }
 
@@ -307,15 +362,32 @@ mod tests {
 
     #[test]
     fn http_protobuf_appends_the_traces_path_to_the_base_endpoint() {
-        let s = otel(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"), ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318/")]).unwrap();
+        let s = otel(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4318/"),
+        ])
+        .unwrap();
         assert_eq!(s.traces_endpoint, "http://tempo:4318/v1/traces");
     }
 
     #[test]
     fn service_name_variable_wins_over_resource_attributes() {
-        let s = otel(&[("OTEL_SERVICE_NAME", "checkout"), ("OTEL_RESOURCE_ATTRIBUTES", "service.name=x,deployment.environment.name=work%20shop")]).unwrap();
+        let s = otel(&[
+            ("OTEL_SERVICE_NAME", "checkout"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "service.name=x,deployment.environment.name=work%20shop",
+            ),
+        ])
+        .unwrap();
         assert_eq!(s.service_name, "checkout");
-        assert_eq!(s.resource_attributes, vec![("deployment.environment.name".to_owned(), "work shop".to_owned())]);
+        assert_eq!(
+            s.resource_attributes,
+            vec![(
+                "deployment.environment.name".to_owned(),
+                "work shop".to_owned()
+            )]
+        );
     }
 
     #[test]
@@ -332,15 +404,21 @@ mod tests {
             let err = otel(&[(name, value)]).unwrap_err();
             assert!(format!("{err:#}").contains(name), "{name}: {err:#}");
         }
-        let err = otel(&[("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")]).unwrap_err();
+        let err = otel(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("OTEL_TRACES_SAMPLER_ARG"));
     }
 
     #[test]
     fn invalid_flags_name_the_flag() {
-        let err = Settings::from_sources(["sample-app", "--listen", "nowhere"], |_| None).unwrap_err();
+        let err =
+            Settings::from_sources(["sample-app", "--listen", "nowhere"], |_| None).unwrap_err();
         assert!(err.to_string().contains("--listen"), "{err}");
-        let err = Settings::from_sources(["sample-app", "--downstream-url", "ftp://x"], |_| None).unwrap_err();
+        let err = Settings::from_sources(["sample-app", "--downstream-url", "ftp://x"], |_| None)
+            .unwrap_err();
         assert!(err.to_string().contains("--downstream-url"), "{err}");
     }
 }

@@ -30,13 +30,17 @@ impl Application {
     pub fn build(settings: &Settings, profiler: Option<CpuProfiler>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("while binding {} (SAMPLE_APP_LISTEN)", settings.listen))?;
-        let address = listener.local_addr().context("while reading the bound address")?;
+        let address = listener
+            .local_addr()
+            .context("while reading the bound address")?;
         let metrics = AppMetrics::new(&settings.otel.service_name, &settings.otel.service_version);
         let downstream = match &settings.downstream_url {
             Some(base) => Some(Downstream {
                 base: base.clone(),
                 timeout: settings.downstream_timeout,
-                client: reqwest::Client::builder().build().context("while building the HTTP client")?,
+                client: reqwest::Client::builder()
+                    .build()
+                    .context("while building the HTTP client")?,
             }),
             None => None,
         };
@@ -96,7 +100,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/external", web::get().to(downstream::external)))
         .service(get("/api/orders", web::post().to(orders::create)))
         .service(get("/api/orders/{id}", web::get().to(orders::read)))
-        .service(get("/api/inventory/{item}", web::get().to(downstream::inventory)))
+        .service(get(
+            "/api/inventory/{item}",
+            web::get().to(downstream::inventory),
+        ))
         .service(get("/debug/pprof/profile", web::get().to(pprof::profile)));
 }
 

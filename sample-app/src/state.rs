@@ -56,7 +56,13 @@ pub struct OrderBook {
 impl OrderBook {
     pub fn insert(&self, item: String, quantity: u32, created_at: String) -> Order {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let order = Order { id, item, quantity, status: "accepted", created_at };
+        let order = Order {
+            id,
+            item,
+            quantity,
+            status: "accepted",
+            created_at,
+        };
         let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
         orders.insert(id, order.clone());
         while orders.len() > MAX_ORDERS {
@@ -66,7 +72,11 @@ impl OrderBook {
     }
 
     pub fn get(&self, id: u64) -> Option<Order> {
-        self.orders.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned()
+        self.orders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
     }
 
     pub fn len(&self) -> usize {
@@ -91,6 +101,9 @@ mod tests {
         assert_eq!(book.len(), MAX_ORDERS);
         assert!(book.get(5).is_none());
         assert_eq!(book.get(6).unwrap().item, "item-5");
-        assert_eq!(book.get((MAX_ORDERS + 5) as u64).unwrap().item, format!("item-{}", MAX_ORDERS + 4));
+        assert_eq!(
+            book.get((MAX_ORDERS + 5) as u64).unwrap().item,
+            format!("item-{}", MAX_ORDERS + 4)
+        );
     }
 }

@@ -13,8 +13,13 @@ use crate::{error::ApiError, state::AppState};
 
 pub async fn slow() -> HttpResponse {
     let delay = Duration::from_millis(rand::rng().random_range(1000..=3000));
-    tokio::time::sleep(delay).instrument(tracing::info_span!("simulated slow work")).await;
-    tracing::info!(delay_ms = delay.as_millis() as u64, "answered slowly on purpose");
+    tokio::time::sleep(delay)
+        .instrument(tracing::info_span!("simulated slow work"))
+        .await;
+    tracing::info!(
+        delay_ms = delay.as_millis() as u64,
+        "answered slowly on purpose"
+    );
     HttpResponse::Ok().json(json!({"delay_ms": delay.as_millis() as u64}))
 }
 
@@ -24,22 +29,44 @@ pub struct ErrorQuery {
     kind: Option<String>,
 }
 
-pub async fn error(query: web::Query<ErrorQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn error(
+    query: web::Query<ErrorQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     Err(match query.kind.as_deref().unwrap_or("500") {
         "500" => {
             tracing::error!(error.type = "simulated_error", "simulated internal error");
-            ApiError::Simulated { status: StatusCode::INTERNAL_SERVER_ERROR, detail: "simulated internal error".into() }
+            ApiError::Simulated {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                detail: "simulated internal error".into(),
+            }
         }
-        "404" => ApiError::NotFound { error: "simulated_not_found", detail: "simulated missing resource".into() },
+        "404" => ApiError::NotFound {
+            error: "simulated_not_found",
+            detail: "simulated missing resource".into(),
+        },
         "timeout" => {
-            let timeout = state.downstream.as_ref().map_or(Duration::from_secs(2), |d| d.timeout);
-            tokio::time::sleep(timeout).instrument(tracing::info_span!("simulated dependency wait")).await;
+            let timeout = state
+                .downstream
+                .as_ref()
+                .map_or(Duration::from_secs(2), |d| d.timeout);
+            tokio::time::sleep(timeout)
+                .instrument(tracing::info_span!("simulated dependency wait"))
+                .await;
             tracing::error!(error.type = "downstream_timeout", timeout_ms = timeout.as_millis() as u64, "simulated dependency timeout");
-            ApiError::GatewayTimeout { detail: format!("simulated dependency did not answer within {} ms", timeout.as_millis()) }
+            ApiError::GatewayTimeout {
+                detail: format!(
+                    "simulated dependency did not answer within {} ms",
+                    timeout.as_millis()
+                ),
+            }
         }
         other => ApiError::bad_request(
             "invalid_error_type",
-            format!("type must be 500, 404 or timeout, got '{}'", other.chars().take(40).collect::<String>()),
+            format!(
+                "type must be 500, 404 or timeout, got '{}'",
+                other.chars().take(40).collect::<String>()
+            ),
         ),
     })
 }
@@ -51,20 +78,34 @@ pub struct LoadQuery {
 
 pub const MAX_BURST_MS: u64 = 2000;
 
-pub async fn generate_load(query: web::Query<LoadQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn generate_load(
+    query: web::Query<LoadQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let ms = match query.ms.as_deref() {
         None => 200,
-        Some(raw) => raw.parse::<u64>().ok().filter(|ms| (1..=MAX_BURST_MS).contains(ms)).ok_or_else(|| {
-            ApiError::bad_request("invalid_ms", format!("ms must be a whole number from 1 to {MAX_BURST_MS}"))
-        })?,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| (1..=MAX_BURST_MS).contains(ms))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_ms",
+                    format!("ms must be a whole number from 1 to {MAX_BURST_MS}"),
+                )
+            })?,
     };
-    let _permit = state.cpu_bursts.try_acquire().map_err(|_| ApiError::TooManyRequests {
-        detail: "too many CPU bursts are running; retry shortly".into(),
-    })?;
+    let _permit = state
+        .cpu_bursts
+        .try_acquire()
+        .map_err(|_| ApiError::TooManyRequests {
+            detail: "too many CPU bursts are running; retry shortly".into(),
+        })?;
     let span = tracing::info_span!("burn_cpu", burn.ms = ms);
-    let checksum = tokio::task::spawn_blocking(move || span.in_scope(|| burn_cpu(Duration::from_millis(ms))))
-        .await
-        .map_err(|e| anyhow::anyhow!("the CPU burst failed: {e}"))?;
+    let checksum =
+        tokio::task::spawn_blocking(move || span.in_scope(|| burn_cpu(Duration::from_millis(ms))))
+            .await
+            .map_err(|e| anyhow::anyhow!("the CPU burst failed: {e}"))?;
     tracing::info!(burn_ms = ms, "burned CPU on request");
     Ok(HttpResponse::Ok().json(json!({"burned_ms": ms, "checksum": checksum})))
 }

@@ -14,19 +14,24 @@ use crate::error::ApiError;
 pub const JSON_LIMIT_BYTES: usize = 16 * 1024;
 
 pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default().limit(JSON_LIMIT_BYTES).error_handler(|err, _req| {
-        let api = match &err {
-            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                ApiError::PayloadTooLarge { detail: format!("the JSON body must be at most {JSON_LIMIT_BYTES} bytes") }
-            }
-            JsonPayloadError::ContentType => ApiError::UnsupportedMediaType {
-                detail: "send the body with content-type: application/json".into(),
-            },
-            JsonPayloadError::Deserialize(e) => ApiError::bad_request("invalid_json", e.to_string()),
-            other => ApiError::bad_request("invalid_body", other.to_string()),
-        };
-        actix_web::error::InternalError::from_response(err, api.error_response()).into()
-    })
+    web::JsonConfig::default()
+        .limit(JSON_LIMIT_BYTES)
+        .error_handler(|err, _req| {
+            let api = match &err {
+                JsonPayloadError::Overflow { .. }
+                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge {
+                    detail: format!("the JSON body must be at most {JSON_LIMIT_BYTES} bytes"),
+                },
+                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType {
+                    detail: "send the body with content-type: application/json".into(),
+                },
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::bad_request("invalid_json", e.to_string())
+                }
+                other => ApiError::bad_request("invalid_body", other.to_string()),
+            };
+            actix_web::error::InternalError::from_response(err, api.error_response()).into()
+        })
 }
 
 pub fn query_config() -> web::QueryConfig {
@@ -45,12 +50,17 @@ pub fn path_config() -> web::PathConfig {
 
 /// No route matched the path.
 pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::NotFound { error: "not_found", detail: format!("no route for {} {}", req.method(), shorten(req.path())) })
+    Err(ApiError::NotFound {
+        error: "not_found",
+        detail: format!("no route for {} {}", req.method(), shorten(req.path())),
+    })
 }
 
 /// The route exists but not with this method.
 pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed { detail: format!("{} is not allowed on {}", req.method(), shorten(req.path())) })
+    Err(ApiError::MethodNotAllowed {
+        detail: format!("{} is not allowed on {}", req.method(), shorten(req.path())),
+    })
 }
 
 /// Keeps error bodies small when someone sends a huge path.

@@ -9,15 +9,35 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
     ("GET", "/", "this index"),
     ("GET", "/health", "liveness: the process serves HTTP"),
     ("GET", "/ready", "readiness: the service can take traffic"),
-    ("GET", "/metrics", "Prometheus metrics (OpenMetrics, with exemplars)"),
+    (
+        "GET",
+        "/metrics",
+        "Prometheus metrics (OpenMetrics, with exemplars)",
+    ),
     ("GET", "/slow", "answers after 1-3 s"),
     ("GET", "/error?type=500|404|timeout", "fails on purpose"),
     ("GET", "/external", "calls the downstream service over HTTP"),
-    ("GET", "/generate-load?ms=200", "burns CPU for a bounded time (shows in the profile)"),
-    ("POST", "/api/orders", "creates an order from {\"item\": string, \"quantity\": 1..100}"),
+    (
+        "GET",
+        "/generate-load?ms=200",
+        "burns CPU for a bounded time (shows in the profile)",
+    ),
+    (
+        "POST",
+        "/api/orders",
+        "creates an order from {\"item\": string, \"quantity\": 1..100}",
+    ),
     ("GET", "/api/orders/{id}", "reads an order"),
-    ("GET", "/api/inventory/{item}", "stock level of an item (what the downstream answers)"),
-    ("GET", "/debug/pprof/profile?seconds=5", "a CPU profile of the next N seconds, as pprof"),
+    (
+        "GET",
+        "/api/inventory/{item}",
+        "stock level of an item (what the downstream answers)",
+    ),
+    (
+        "GET",
+        "/debug/pprof/profile?seconds=5",
+        "a CPU profile of the next N seconds, as pprof",
+    ),
 ];
 
 pub async fn index(state: web::Data<AppState>) -> HttpResponse {

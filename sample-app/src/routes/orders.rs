@@ -25,22 +25,32 @@ impl NewOrder {
         if self.item.trim().is_empty() || chars > MAX_ITEM_CHARS {
             return Err(ApiError::Unprocessable {
                 error: "invalid_order",
-                detail: format!("item must be 1 to {MAX_ITEM_CHARS} characters and not blank, got {chars}"),
+                detail: format!(
+                    "item must be 1 to {MAX_ITEM_CHARS} characters and not blank, got {chars}"
+                ),
             });
         }
         if !(1..=MAX_QUANTITY).contains(&self.quantity) {
             return Err(ApiError::Unprocessable {
                 error: "invalid_order",
-                detail: format!("quantity must be from 1 to {MAX_QUANTITY}, got {}", self.quantity),
+                detail: format!(
+                    "quantity must be from 1 to {MAX_QUANTITY}, got {}",
+                    self.quantity
+                ),
             });
         }
         Ok((self.item, self.quantity as u32))
     }
 }
 
-pub async fn create(body: web::Json<NewOrder>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    body: web::Json<NewOrder>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (item, quantity) = body.into_inner().validate()?;
-    let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let now = OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
     let order = state.orders.insert(item, quantity, now);
     tracing::info!(order.id = order.id, order.item = %order.item, order.quantity = order.quantity, "order accepted");
     Ok(HttpResponse::Created()
@@ -48,13 +58,22 @@ pub async fn create(body: web::Json<NewOrder>, state: web::Data<AppState>) -> Re
         .json(order))
 }
 
-pub async fn read(id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_order_id", "order id must be a positive whole number"))?;
+pub async fn read(
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_order_id",
+            "order id must be a positive whole number",
+        )
+    })?;
     state
         .orders
         .get(id)
         .map(|order| HttpResponse::Ok().json(order))
-        .ok_or_else(|| ApiError::NotFound { error: "order_not_found", detail: format!("no order with id {id}") })
+        .ok_or_else(|| ApiError::NotFound {
+            error: "order_not_found",
+            detail: format!("no order with id {id}"),
+        })
 }

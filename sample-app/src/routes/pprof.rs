@@ -20,21 +20,42 @@ pub struct ProfileQuery {
     seconds: Option<String>,
 }
 
-pub async fn profile(query: web::Query<ProfileQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn profile(
+    query: web::Query<ProfileQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let seconds = match query.seconds.as_deref() {
         None => DEFAULT_SECONDS,
-        Some(raw) => raw.parse::<u64>().ok().filter(|s| (1..=MAX_PULL_SECONDS).contains(s)).ok_or_else(|| {
-            ApiError::bad_request("invalid_seconds", format!("seconds must be a whole number from 1 to {MAX_PULL_SECONDS}"))
-        })?,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=MAX_PULL_SECONDS).contains(s))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_seconds",
+                    format!("seconds must be a whole number from 1 to {MAX_PULL_SECONDS}"),
+                )
+            })?,
     };
-    let profiler = state.profiler.as_ref().ok_or_else(|| ApiError::Unavailable {
-        error: "profiling_disabled",
-        detail: "the CPU profiler is not running (SAMPLE_APP_TELEMETRY=off?)".into(),
-    })?;
-    let window = profiler.pull(Duration::from_secs(seconds)).await.map_err(|e| match e {
-        PullError::Busy => ApiError::TooManyRequests { detail: e.to_string() },
-        PullError::Stopped | PullError::Failed(_) => ApiError::Unavailable { error: "profiling_failed", detail: e.to_string() },
-    })?;
+    let profiler = state
+        .profiler
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable {
+            error: "profiling_disabled",
+            detail: "the CPU profiler is not running (SAMPLE_APP_TELEMETRY=off?)".into(),
+        })?;
+    let window = profiler
+        .pull(Duration::from_secs(seconds))
+        .await
+        .map_err(|e| match e {
+            PullError::Busy => ApiError::TooManyRequests {
+                detail: e.to_string(),
+            },
+            PullError::Stopped | PullError::Failed(_) => ApiError::Unavailable {
+                error: "profiling_failed",
+                detail: e.to_string(),
+            },
+        })?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .insert_header(("content-disposition", "attachment; filename=\"profile.pb\""))

@@ -34,7 +34,11 @@ pub enum Verdict {
 
 impl BackendHealth {
     pub fn new(backend: &'static str, endpoint: impl Into<String>) -> Self {
-        Self { backend, endpoint: endpoint.into(), state: Mutex::default() }
+        Self {
+            backend,
+            endpoint: endpoint.into(),
+            state: Mutex::default(),
+        }
     }
 
     pub fn failure(&self, error: &dyn Display) -> Verdict {
@@ -53,7 +57,9 @@ impl BackendHealth {
 
     pub fn failure_at(&self, now: Instant, error: &dyn Display) -> Verdict {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let due = state.warned_at.is_none_or(|at| now.duration_since(at) >= REMIND_EVERY);
+        let due = state
+            .warned_at
+            .is_none_or(|at| now.duration_since(at) >= REMIND_EVERY);
         if !due {
             state.failures_since_warning += 1;
             return Verdict::Quiet;
@@ -81,13 +87,25 @@ mod tests {
     fn an_outage_is_reported_once_then_reminded_then_its_recovery_once() {
         let health = BackendHealth::new("tempo", "http://localhost:4317");
         let t0 = Instant::now();
-        assert_eq!(health.failure_at(t0, &"refused"), Verdict::WarnedUnreachable);
+        assert_eq!(
+            health.failure_at(t0, &"refused"),
+            Verdict::WarnedUnreachable
+        );
         for s in 1..300 {
-            assert_eq!(health.failure_at(t0 + Duration::from_secs(s), &"refused"), Verdict::Quiet);
+            assert_eq!(
+                health.failure_at(t0 + Duration::from_secs(s), &"refused"),
+                Verdict::Quiet
+            );
         }
-        assert_eq!(health.failure_at(t0 + REMIND_EVERY, &"refused"), Verdict::WarnedUnreachable);
+        assert_eq!(
+            health.failure_at(t0 + REMIND_EVERY, &"refused"),
+            Verdict::WarnedUnreachable
+        );
         assert_eq!(health.success(), Verdict::ReportedRecovered);
         assert_eq!(health.success(), Verdict::Quiet);
-        assert_eq!(health.failure_at(t0 + REMIND_EVERY, &"refused"), Verdict::WarnedUnreachable);
+        assert_eq!(
+            health.failure_at(t0 + REMIND_EVERY, &"refused"),
+            Verdict::WarnedUnreachable
+        );
     }
 }

@@ -24,7 +24,7 @@ use crate::settings::Settings;
 /// (an unreachable backend is reported once by [`BackendHealth`] instead).
 pub fn default_log_filter() -> &'static str {
     "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,h2=warn,hyper=warn,\
-     hyper_util=warn,tonic=warn,tower=warn,reqwest=warn"
+     hyper_util=warn,tonic=warn,tower=warn,reqwest=warn,pprof=warn"
 }
 
 /// Keeps the telemetry pipelines alive; call [`TelemetryGuard::shutdown`] before exit.
@@ -37,7 +37,8 @@ pub struct TelemetryGuard {
 /// Installs the global subscriber and starts the profiler. Call once, inside the runtime.
 pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) => EnvFilter::try_new(&directives).with_context(|| format!("RUST_LOG: '{directives}' is not a valid filter"))?,
+        Ok(directives) => EnvFilter::try_new(&directives)
+            .with_context(|| format!("RUST_LOG: '{directives}' is not a valid filter"))?,
         Err(_) => EnvFilter::new(default_log_filter()),
     };
     let tracer_provider = if settings.telemetry_enabled {
@@ -58,11 +59,22 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
         .try_init()
         .context("while installing the global tracing subscriber")?;
 
-    let (profiler, uploader) = if settings.telemetry_enabled { start_profiling(settings)? } else { (None, None) };
-    Ok(TelemetryGuard { tracer_provider, profiler, uploader })
+    let (profiler, uploader) = if settings.telemetry_enabled {
+        start_profiling(settings)?
+    } else {
+        (None, None)
+    };
+    Ok(TelemetryGuard {
+        tracer_provider,
+        profiler,
+        uploader,
+    })
 }
 
-type Profiling = (Option<(CpuProfiler, JoinHandle<()>)>, Option<tokio::task::JoinHandle<()>>);
+type Profiling = (
+    Option<(CpuProfiler, JoinHandle<()>)>,
+    Option<tokio::task::JoinHandle<()>>,
+);
 
 fn start_profiling(settings: &Settings) -> anyhow::Result<Profiling> {
     let (sink, uploader) = match &settings.pyroscope_url {

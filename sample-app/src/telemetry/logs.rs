@@ -12,7 +12,8 @@ use tracing::{
     dispatcher::WeakDispatch,
     field::{Field, Visit},
 };
-use tracing_subscriber::{fmt::MakeWriter, layer::Context, registry::LookupSpan, Layer};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context, registry::LookupSpan};
 
 /// A `tracing` layer that writes every event as one JSON line.
 pub struct JsonLogLayer<W> {
@@ -23,7 +24,10 @@ pub struct JsonLogLayer<W> {
 
 impl<W> JsonLogLayer<W> {
     pub fn new(make_writer: W) -> Self {
-        Self { make_writer, dispatch: OnceLock::new() }
+        Self {
+            make_writer,
+            dispatch: OnceLock::new(),
+        }
     }
 }
 
@@ -39,14 +43,24 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let mut fields = FieldVisitor::default();
         event.record(&mut fields);
-        let metadata = event.metadata();
+        // Events bridged from the `log` crate carry their real target in normalized metadata.
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
 
         let mut line = Map::with_capacity(6 + fields.values.len());
-        let timestamp = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        let timestamp = OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default();
         line.insert("timestamp".into(), Value::String(timestamp));
-        line.insert("level".into(), Value::String(metadata.level().as_str().to_ascii_lowercase()));
+        line.insert(
+            "level".into(),
+            Value::String(metadata.level().as_str().to_ascii_lowercase()),
+        );
         line.insert("target".into(), Value::String(metadata.target().to_owned()));
-        line.insert("message".into(), Value::String(fields.message.unwrap_or_default()));
+        line.insert(
+            "message".into(),
+            Value::String(fields.message.unwrap_or_default()),
+        );
         if let Some((trace_id, span_id)) = self.trace_ids(event, &ctx) {
             line.insert("trace_id".into(), Value::String(trace_id));
             line.insert("span_id".into(), Value::String(span_id));
@@ -71,9 +85,12 @@ impl<W> JsonLogLayer<W> {
         let dispatch = self.dispatch.get()?.upgrade()?;
         let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
         let span_context = cx.span().span_context().clone();
-        span_context
-            .is_valid()
-            .then(|| (span_context.trace_id().to_string(), span_context.span_id().to_string()))
+        span_context.is_valid().then(|| {
+            (
+                span_context.trace_id().to_string(),
+                span_context.span_id().to_string(),
+            )
+        })
     }
 }
 
@@ -90,7 +107,7 @@ impl FieldVisitor {
                 Value::String(s) => s,
                 other => other.to_string(),
             });
-        } else {
+        } else if !field.name().starts_with("log.") {
             self.values.push((field.name().to_owned(), value));
         }
     }
@@ -98,7 +115,10 @@ impl FieldVisitor {
 
 impl Visit for FieldVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number));
+        self.put(
+            field,
+            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
+        );
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, Value::from(value));
@@ -154,8 +174,23 @@ mod tests {
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1);
         let line: Value = serde_json::from_str(text.trim_end()).unwrap();
-        let keys: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["timestamp", "level", "target", "message", "order_id", "item"]);
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "timestamp",
+                "level",
+                "target",
+                "message",
+                "order_id",
+                "item"
+            ]
+        );
         assert_eq!(line["level"], "warn");
         assert_eq!(line["message"], "order \"stored\"");
         assert_eq!(line["order_id"], 7);

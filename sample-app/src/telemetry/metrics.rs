@@ -16,11 +16,13 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::process::ProcessCollector;
 
 /// The media type Prometheus needs to store exemplars (UPSTREAM.md pitfall 4).
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The OpenTelemetry semantic-convention default buckets for HTTP durations, in seconds.
-const DURATION_BUCKETS: [f64; 14] =
-    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+const DURATION_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
 
 /// The one `http_route` value for requests that matched no route (never the raw path).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -60,8 +62,10 @@ impl TraceExemplar {
         let cx = span.context();
         let span_ref = cx.span();
         let sc = span_ref.span_context();
-        (sc.is_valid() && sc.is_sampled())
-            .then(|| Self { trace_id: sc.trace_id().to_string(), span_id: sc.span_id().to_string() })
+        (sc.is_valid() && sc.is_sampled()).then(|| Self {
+            trace_id: sc.trace_id().to_string(),
+            span_id: sc.span_id().to_string(),
+        })
     }
 }
 
@@ -89,7 +93,8 @@ pub struct AppMetrics {
 impl AppMetrics {
     pub fn new(service_name: &str, version: &str) -> Self {
         let mut registry = Registry::default();
-        let server_duration = DurationFamily::<ServerRequestLabels>::new_with_constructor(duration_histogram);
+        let server_duration =
+            DurationFamily::<ServerRequestLabels>::new_with_constructor(duration_histogram);
         registry.register_with_unit(
             "http_server_request_duration",
             "Duration of HTTP server requests, by method, route template and status",
@@ -102,7 +107,8 @@ impl AppMetrics {
             "Number of HTTP server requests in flight",
             active_requests.clone(),
         );
-        let client_duration = DurationFamily::<ClientRequestLabels>::new_with_constructor(duration_histogram);
+        let client_duration =
+            DurationFamily::<ClientRequestLabels>::new_with_constructor(duration_histogram);
         registry.register_with_unit(
             "http_client_request_duration",
             "Duration of HTTP calls to dependencies, by method, server and outcome",
@@ -111,11 +117,23 @@ impl AppMetrics {
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
-            .get_or_create(&BuildLabels { version: version.to_owned(), service_name: service_name.to_owned() })
+            .get_or_create(&BuildLabels {
+                version: version.to_owned(),
+                service_name: service_name.to_owned(),
+            })
             .set(1);
-        registry.register("sample_app_build_info", "Always 1; labels say which build runs", build_info);
+        registry.register(
+            "sample_app_build_info",
+            "Always 1; labels say which build runs",
+            build_info,
+        );
         registry.register_collector(Box::new(ProcessCollector::new()));
-        Self { registry: Arc::new(registry), server_duration, active_requests, client_duration }
+        Self {
+            registry: Arc::new(registry),
+            server_duration,
+            active_requests,
+            client_duration,
+        }
     }
 
     /// The OpenMetrics text of every metric, for `GET /metrics`.

@@ -19,7 +19,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::error::ApiError;
 
 use super::{
-    metrics::{ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE},
+    metrics::{
+        ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE,
+    },
     propagation,
 };
 
@@ -35,7 +37,12 @@ pub async fn observe_request(
     let span = server_span(&req, &method, route.as_deref());
     let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
 
-    let active = metrics.active_requests.get_or_create(&ActiveRequestLabels { http_request_method: method.clone() }).clone();
+    let active = metrics
+        .active_requests
+        .get_or_create(&ActiveRequestLabels {
+            http_request_method: method.clone(),
+        })
+        .clone();
     active.inc();
     let started = Instant::now();
     let result = next.call(req).instrument(span.clone()).await;
@@ -43,14 +50,23 @@ pub async fn observe_request(
     active.dec();
 
     let (status, error_type) = match &result {
-        Ok(res) => (res.status(), res.response().error().and_then(|e| e.as_error::<ApiError>()).map(ApiError::kind)),
+        Ok(res) => (
+            res.status(),
+            res.response()
+                .error()
+                .and_then(|e| e.as_error::<ApiError>())
+                .map(ApiError::kind),
+        ),
         Err(err) => (err.as_response_error().status_code(), None),
     };
     let code = status.as_u16();
-    span.record("http.response.status_code", code);
+    span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
-        span.record("error.type", error_type.map_or_else(|| code.to_string(), str::to_owned));
+        span.record(
+            "error.type",
+            error_type.map_or_else(|| code.to_string(), str::to_owned),
+        );
     }
 
     let exemplar = TraceExemplar::of_span(&span);
@@ -105,4 +121,3 @@ fn access_log(method: &str, route: &str, status: u16, duration_ms: f64) {
         _ => line!(info),
     }
 }
-

@@ -39,13 +39,23 @@ impl ProcessSnapshot {
     pub fn read() -> Option<Self> {
         let stat = fs::read_to_string("/proc/self/stat").ok()?;
         let status = fs::read_to_string("/proc/self/status").ok()?;
-        let boot_time = fs::read_to_string("/proc/stat").ok().and_then(|s| boot_time_seconds(&s));
+        let boot_time = fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|s| boot_time_seconds(&s));
         let limits = fs::read_to_string("/proc/self/limits").unwrap_or_default();
-        let open_fds = fs::read_dir("/proc/self/fd").map(|d| d.count() as f64).unwrap_or(0.0);
+        let open_fds = fs::read_dir("/proc/self/fd")
+            .map(|d| d.count() as f64)
+            .unwrap_or(0.0);
         Self::parse(&stat, &status, &limits, boot_time.unwrap_or(0.0), open_fds)
     }
 
-    fn parse(stat: &str, status: &str, limits: &str, boot_time: f64, open_fds: f64) -> Option<Self> {
+    fn parse(
+        stat: &str,
+        status: &str,
+        limits: &str,
+        boot_time: f64,
+        open_fds: f64,
+    ) -> Option<Self> {
         // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
         let after_name = &stat[stat.rfind(')')? + 2..];
         let fields: Vec<&str> = after_name.split_whitespace().collect();
@@ -76,12 +86,19 @@ impl ProcessSnapshot {
 }
 
 fn boot_time_seconds(proc_stat: &str) -> Option<f64> {
-    proc_stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()
+    proc_stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(s) = ProcessSnapshot::read() else { return Ok(()) };
+        let Some(s) = ProcessSnapshot::read() else {
+            return Ok(());
+        };
         let no_exemplar: Option<&Exemplar<NoLabelSet, f64>> = None;
         encoder
             .encode_descriptor(
@@ -92,14 +109,46 @@ impl Collector for ProcessCollector {
             )?
             .encode_counter(&s.cpu_seconds, no_exemplar)?;
         for (name, help, unit, value) in [
-            ("process_resident_memory", "Resident memory size in bytes", Some(Unit::Bytes), s.resident_bytes),
-            ("process_virtual_memory", "Virtual memory size in bytes", Some(Unit::Bytes), s.virtual_bytes),
-            ("process_start_time", "Start time of the process since unix epoch in seconds", Some(Unit::Seconds), s.start_time_seconds),
-            ("process_open_fds", "Number of open file descriptors", None, s.open_fds),
-            ("process_max_fds", "Maximum number of open file descriptors", None, s.max_fds),
-            ("process_threads", "Number of OS threads in the process", None, s.threads),
+            (
+                "process_resident_memory",
+                "Resident memory size in bytes",
+                Some(Unit::Bytes),
+                s.resident_bytes,
+            ),
+            (
+                "process_virtual_memory",
+                "Virtual memory size in bytes",
+                Some(Unit::Bytes),
+                s.virtual_bytes,
+            ),
+            (
+                "process_start_time",
+                "Start time of the process since unix epoch in seconds",
+                Some(Unit::Seconds),
+                s.start_time_seconds,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                None,
+                s.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                None,
+                s.max_fds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                None,
+                s.threads,
+            ),
         ] {
-            encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?.encode_gauge(&value)?;
+            encoder
+                .encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?
+                .encode_gauge(&value)?;
         }
         Ok(())
     }

@@ -32,7 +32,10 @@ pub struct ProfileWindow {
 }
 
 enum Command {
-    Pull { window: Duration, reply: oneshot::Sender<Result<ProfileWindow, String>> },
+    Pull {
+        window: Duration,
+        reply: oneshot::Sender<Result<ProfileWindow, String>>,
+    },
     Stop,
 }
 
@@ -58,11 +61,22 @@ pub type WindowSink = tokio::sync::mpsc::Sender<ProfileWindow>;
 
 impl CpuProfiler {
     /// Starts the profiling thread. Without a sink it samples only while a pull request waits.
-    pub fn start(push_interval: Duration, sink: Option<WindowSink>) -> anyhow::Result<(Self, thread::JoinHandle<()>)> {
+    pub fn start(
+        push_interval: Duration,
+        sink: Option<WindowSink>,
+    ) -> anyhow::Result<(Self, thread::JoinHandle<()>)> {
         let (commands, inbox) = mpsc::sync_channel(MAX_WAITING_PULLS);
         let handle = thread::Builder::new()
             .name("cpu-profiler".into())
-            .spawn(move || Windows { inbox, sink, push_interval, waiting: VecDeque::new() }.run())
+            .spawn(move || {
+                Windows {
+                    inbox,
+                    sink,
+                    push_interval,
+                    waiting: VecDeque::new(),
+                }
+                .run()
+            })
             .context("while starting the profiler thread")?;
         Ok((Self { commands }, handle))
     }
@@ -158,7 +172,8 @@ impl Windows {
         }
         match (window, &self.sink) {
             (Ok(window), Some(sink)) if window.sample_count > 0 => {
-                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = sink.try_send(window) {
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) = sink.try_send(window)
+                {
                     tracing::debug!("profile upload queue full; dropped one window");
                 }
             }
@@ -192,8 +207,18 @@ impl Windows {
 }
 
 fn encode(guard: &pprof::ProfilerGuard<'_>, from: SystemTime) -> anyhow::Result<ProfileWindow> {
-    let report = guard.report().build().context("while building the CPU profile report")?;
+    let report = guard
+        .report()
+        .build()
+        .context("while building the CPU profile report")?;
     let sample_count = report.data.values().map(|&n| n.max(0) as usize).sum();
-    let profile = report.pprof().context("while converting the report to pprof")?;
-    Ok(ProfileWindow { from, until: SystemTime::now(), sample_count, pprof: profile.encode_to_vec() })
+    let profile = report
+        .pprof()
+        .context("while converting the report to pprof")?;
+    Ok(ProfileWindow {
+        from,
+        until: SystemTime::now(),
+        sample_count,
+        pprof: profile.encode_to_vec(),
+    })
 }

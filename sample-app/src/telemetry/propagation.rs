@@ -28,5 +28,7 @@ pub fn extract(headers: &ActixHeaders) -> Context {
 /// Adds the context of `span` to an outgoing request's headers.
 pub fn inject(span: &tracing::Span, headers: &mut reqwest::header::HeaderMap) {
     let cx = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut HeaderInjector(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
 }

@@ -18,13 +18,32 @@ pub const QUEUE_LENGTH: usize = 8;
 const PUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The ingest URL for one window: `/ingest?name=<service>{service_name=…,service_version=…}`.
-pub fn ingest_url(base: &Url, service_name: &str, version: &str, window: &ProfileWindow) -> anyhow::Result<Url> {
-    let seconds = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut url = base.join("ingest").context("while building the Pyroscope ingest URL")?;
+pub fn ingest_url(
+    base: &Url,
+    service_name: &str,
+    version: &str,
+    window: &ProfileWindow,
+) -> anyhow::Result<Url> {
+    let seconds = |t: SystemTime| {
+        t.duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    let mut url = base
+        .join("ingest")
+        .context("while building the Pyroscope ingest URL")?;
     url.query_pairs_mut()
-        .append_pair("name", &format!("{service_name}{{service_name={service_name},service_version={version}}}"))
+        .append_pair(
+            "name",
+            &format!("{service_name}{{service_name={service_name},service_version={version}}}"),
+        )
         .append_pair("from", &seconds(window.from).to_string())
-        .append_pair("until", &seconds(window.until).max(seconds(window.from) + 1).to_string())
+        .append_pair(
+            "until",
+            &seconds(window.until)
+                .max(seconds(window.from) + 1)
+                .to_string(),
+        )
         .append_pair("format", "pprof")
         .append_pair("spyName", "rust-pprof")
         .append_pair("sampleRate", &super::profiles::SAMPLING_HZ.to_string());

@@ -10,7 +10,9 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
-    trace::{BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter},
+    trace::{
+        BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter,
+    },
 };
 
 use super::backend_health::BackendHealth;
@@ -36,31 +38,48 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
             .with_timeout(otel.bsp_export_timeout)
             .build(),
     }
-    .with_context(|| format!("while building the OTLP span exporter for {}", otel.traces_endpoint))?;
+    .with_context(|| {
+        format!(
+            "while building the OTLP span exporter for {}",
+            otel.traces_endpoint
+        )
+    })?;
     let exporter = ObservedExporter {
         inner: exporter,
-        health: Arc::new(BackendHealth::new("otlp-traces", otel.traces_endpoint.clone())),
+        health: Arc::new(BackendHealth::new(
+            "otlp-traces",
+            otel.traces_endpoint.clone(),
+        )),
     };
     let batch = BatchConfigBuilder::default()
         .with_scheduled_delay(otel.bsp_schedule_delay)
         .with_max_queue_size(otel.bsp_max_queue_size)
         .with_max_export_batch_size(otel.bsp_max_export_batch_size)
         .build();
-    let processor = BatchSpanProcessor::builder(exporter).with_batch_config(batch).build();
+    let processor = BatchSpanProcessor::builder(exporter)
+        .with_batch_config(batch)
+        .build();
     Ok(builder.with_span_processor(processor).build())
 }
 
 /// `service.*` and `deployment.*` resource attributes of DESIGN.md's service identity.
 pub fn resource(otel: &OtelSettings) -> Resource {
     let has = |key: &str| otel.resource_attributes.iter().any(|(k, _)| k == key);
-    let mut attributes = vec![KeyValue::new("service.version", otel.service_version.clone())];
+    let mut attributes = vec![KeyValue::new(
+        "service.version",
+        otel.service_version.clone(),
+    )];
     if !has("service.instance.id") {
         attributes.push(KeyValue::new("service.instance.id", instance_id()));
     }
     if !has("deployment.environment.name") {
         attributes.push(KeyValue::new("deployment.environment.name", "development"));
     }
-    attributes.extend(otel.resource_attributes.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    attributes.extend(
+        otel.resource_attributes
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
     Resource::builder_empty()
         .with_service_name(otel.service_name.clone())
         .with_attributes(attributes)
@@ -80,7 +99,9 @@ fn sampler(setting: SamplerSetting) -> Sampler {
         SamplerSetting::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
         SamplerSetting::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         SamplerSetting::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        SamplerSetting::ParentBasedTraceIdRatio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
+        SamplerSetting::ParentBasedTraceIdRatio(r) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
     }
 }
 

@@ -17,7 +17,10 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     let app = Application::build(&settings, None).expect("the app builds");
     let address = format!("http://{}", app.address());
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp { address, client: reqwest::Client::new() }
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+    }
 }
 
 impl TestApp {
@@ -26,7 +29,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.expect("request sent")
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 
     pub async fn post_json(&self, path: &str, body: &str) -> reqwest::Response {
@@ -40,7 +47,11 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.expect("metrics body")
+        self.get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics body")
     }
 }
 
@@ -49,7 +60,8 @@ pub async fn assert_client_error(response: reqwest::Response, expected_status: u
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     assert_eq!(status, expected_status, "body: {text}");
-    let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    let body: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     let detail = body["detail"].as_str().unwrap_or_default();
     assert!(!detail.is_empty(), "no detail in {body}");
     body["error"].as_str().expect("an error kind").to_owned()

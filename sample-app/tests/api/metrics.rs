@@ -7,8 +7,14 @@ async fn metrics_are_served_as_openmetrics_text() {
     let app = spawn_app().await;
     app.get("/health").await; // families without samples are not exposed
     let response = app.get("/metrics").await;
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
     let body = response.text().await.unwrap();
     assert!(body.trim_end().ends_with("# EOF"));
     for name in [
@@ -46,6 +52,9 @@ async fn requests_are_labelled_by_route_template_and_unmatched_paths_share_one_v
     };
     assert_eq!(count("/api/orders/{id}", "404"), Some(3.0));
     assert_eq!(count("unmatched", "404"), Some(5.0));
-    assert!(!body.contains("/no/such/page"), "a raw path leaked into a label");
+    assert!(
+        !body.contains("/no/such/page"),
+        "a raw path leaked into a label"
+    );
     assert!(!body.contains("http_route=\"/api/orders/1\""));
 }

@@ -7,11 +7,16 @@ use crate::helpers::spawn_app;
 #[actix_web::test]
 async fn a_created_order_can_be_read_back_from_its_location() {
     let app = spawn_app().await;
-    let response = app.post_json("/api/orders", "{\"item\": \"widget\", \"quantity\": 3}").await;
+    let response = app
+        .post_json("/api/orders", "{\"item\": \"widget\", \"quantity\": 3}")
+        .await;
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = response.json().await.unwrap();
-    assert_eq!((created["item"].as_str(), created["quantity"].as_u64()), (Some("widget"), Some(3)));
+    assert_eq!(
+        (created["item"].as_str(), created["quantity"].as_u64()),
+        (Some("widget"), Some(3))
+    );
 
     let read: Value = app.get(&location).await.json().await.unwrap();
     assert_eq!(read, created);
@@ -21,9 +26,24 @@ async fn a_created_order_can_be_read_back_from_its_location() {
 async fn the_index_lists_every_endpoint_and_health_and_readiness_answer() {
     let app = spawn_app().await;
     let index: Value = app.get("/").await.json().await.unwrap();
-    let paths: Vec<&str> = index["endpoints"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
-    for expected in ["/health", "/ready", "/metrics", "/slow", "/external", "/api/orders"] {
-        assert!(paths.contains(&expected), "{expected} missing from {paths:?}");
+    let paths: Vec<&str> = index["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "/health",
+        "/ready",
+        "/metrics",
+        "/slow",
+        "/external",
+        "/api/orders",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
     }
     assert_eq!(app.get("/health").await.status(), 200);
     let ready: Value = app.get("/ready").await.json().await.unwrap();
