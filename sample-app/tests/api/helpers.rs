@@ -55,8 +55,15 @@ impl TestApp {
     }
 }
 
-/// Asserts a 4xx answer with the service's JSON error body and returns its `error` kind.
-pub async fn assert_client_error(response: reqwest::Response, expected_status: u16) -> String {
+/// Reads an error answer of any status: `(status, error kind)`, asserting the JSON shape.
+pub async fn error_answer(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let kind = assert_error(response, status).await;
+    (status, kind)
+}
+
+/// Asserts an answer of `expected_status` with the service's JSON error body and returns its `error` kind.
+pub async fn assert_error(response: reqwest::Response, expected_status: u16) -> String {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");
     assert_eq!(status, expected_status, "body: {text}");

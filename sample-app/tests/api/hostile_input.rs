@@ -1,6 +1,6 @@
 //! Hostile input gets a 4xx with `{"error", "detail"}`: never a 5xx, a panic or a hang.
 
-use crate::helpers::{assert_client_error, spawn_app};
+use crate::helpers::{assert_error, spawn_app};
 
 #[actix_web::test]
 async fn malformed_or_mistyped_order_json_is_a_400_naming_the_problem() {
@@ -73,7 +73,7 @@ async fn out_of_range_orders_are_a_422_naming_the_field() {
     let response = app
         .post_json("/api/orders", "{\"item\": \"widget\", \"quantity\": 0}")
         .await;
-    assert_eq!(assert_client_error(response, 422).await, "invalid_order");
+    assert_eq!(assert_error(response, 422).await, "invalid_order");
 }
 
 #[actix_web::test]
@@ -84,10 +84,7 @@ async fn a_multi_megabyte_body_is_refused_with_413() {
         "x".repeat(4 * 1024 * 1024)
     );
     let response = app.post_json("/api/orders", &huge).await;
-    assert_eq!(
-        assert_client_error(response, 413).await,
-        "payload_too_large"
-    );
+    assert_eq!(assert_error(response, 413).await, "payload_too_large");
 }
 
 #[actix_web::test]
@@ -101,20 +98,14 @@ async fn a_body_that_is_not_json_by_content_type_is_a_415() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        assert_client_error(response, 415).await,
-        "unsupported_media_type"
-    );
+    assert_eq!(assert_error(response, 415).await, "unsupported_media_type");
 }
 
 #[actix_web::test]
 async fn an_unknown_error_type_is_a_400_listing_the_valid_ones() {
     let app = spawn_app().await;
     let response = app.get("/error?type=teapot").await;
-    assert_eq!(
-        assert_client_error(response, 400).await,
-        "invalid_error_type"
-    );
+    assert_eq!(assert_error(response, 400).await, "invalid_error_type");
 }
 
 #[actix_web::test]
@@ -125,7 +116,7 @@ async fn profile_seconds_must_be_a_small_positive_whole_number() {
             .get(&format!("/debug/pprof/profile?seconds={seconds}"))
             .await;
         assert_eq!(
-            assert_client_error(response, 400).await,
+            assert_error(response, 400).await,
             "invalid_seconds",
             "seconds={seconds}"
         );
@@ -137,11 +128,7 @@ async fn burst_length_must_be_bounded() {
     let app = spawn_app().await;
     for ms in ["0", "2001", "-3", "lots"] {
         let response = app.get(&format!("/generate-load?ms={ms}")).await;
-        assert_eq!(
-            assert_client_error(response, 400).await,
-            "invalid_ms",
-            "ms={ms}"
-        );
+        assert_eq!(assert_error(response, 400).await, "invalid_ms", "ms={ms}");
     }
 }
 
@@ -149,15 +136,15 @@ async fn burst_length_must_be_bounded() {
 async fn order_ids_that_are_not_numbers_are_a_400_and_unknown_ids_a_404() {
     let app = spawn_app().await;
     assert_eq!(
-        assert_client_error(app.get("/api/orders/abc").await, 400).await,
+        assert_error(app.get("/api/orders/abc").await, 400).await,
         "invalid_order_id"
     );
     assert_eq!(
-        assert_client_error(app.get("/api/orders/-1").await, 400).await,
+        assert_error(app.get("/api/orders/-1").await, 400).await,
         "invalid_order_id"
     );
     assert_eq!(
-        assert_client_error(app.get("/api/orders/424242").await, 404).await,
+        assert_error(app.get("/api/orders/424242").await, 404).await,
         "order_not_found"
     );
 }
@@ -186,15 +173,9 @@ async fn a_method_the_route_does_not_have_is_a_405_with_a_json_body() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        assert_client_error(response, 405).await,
-        "method_not_allowed"
-    );
+    assert_eq!(assert_error(response, 405).await, "method_not_allowed");
     let response = app.client.get(app.url("/api/orders")).send().await.unwrap();
-    assert_eq!(
-        assert_client_error(response, 405).await,
-        "method_not_allowed"
-    );
+    assert_eq!(assert_error(response, 405).await, "method_not_allowed");
 }
 
 #[actix_web::test]

@@ -1,5 +1,6 @@
 //! In-process API tests: the real app on port 0, spoken to over real HTTP.
 
+mod downstream;
 mod helpers;
 mod hostile_input;
 mod metrics;
