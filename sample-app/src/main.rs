@@ -2,17 +2,36 @@
 
 use std::process::ExitCode;
 
-use sample_app::{settings::Settings, startup::Application, telemetry};
+use sample_app::{healthcheck, settings::Settings, startup::Application, telemetry};
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     let settings = match Settings::from_sources(std::env::args_os(), |k| std::env::var(k).ok()) {
         Ok(settings) => settings,
-        Err(e) => match e.downcast::<clap::Error>() {
-            Ok(clap_error) => clap_error.exit(),
-            Err(e) => return fail("invalid settings", &e),
-        },
+        Err(e) => {
+            // --help and --version arrive as clap "errors" that print to stdout and exit 0.
+            if let Some(clap_error) = e.downcast_ref::<clap::Error>()
+                && !clap_error.use_stderr()
+            {
+                clap_error.exit()
+            }
+            let message = match e.downcast_ref::<clap::Error>() {
+                Some(clap_error) if e.chain().count() > 1 => {
+                    format!("{e}: {}", clap_error.render())
+                }
+                Some(clap_error) => clap_error.render().to_string(),
+                None => format!("{e:#}"),
+            };
+            eprintln!("invalid settings: {}", message.trim_end());
+            return ExitCode::from(2);
+        }
     };
+    if settings.check_health {
+        return match healthcheck::probe(settings.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("unhealthy", &e),
+        };
+    }
     let telemetry = match telemetry::init(&settings) {
         Ok(guard) => guard,
         Err(e) => return fail("could not start telemetry", &e),

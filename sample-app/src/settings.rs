@@ -48,6 +48,42 @@ pub struct Cli {
     #[arg(long, env = "SAMPLE_APP_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=120))]
     pub shutdown_timeout_seconds: u64,
+
+    /// Probe the running service's `/health` at `--listen` and exit 0 (healthy) or 1; for
+    /// container healthchecks in images without a shell.
+    #[arg(long)]
+    pub check_health: bool,
+}
+
+/// Clap names the flag of an invalid value; when the value came from the environment, say
+/// which variable, since that is what a compose file or a shell profile set.
+fn name_the_variable(error: clap::Error, env: &impl Fn(&str) -> Option<String>) -> anyhow::Error {
+    use clap::{
+        CommandFactory,
+        error::{ContextKind, ContextValue},
+    };
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return error.into();
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--")
+        .to_owned();
+    let command = Cli::command();
+    let variable = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env())
+        .and_then(|v| v.to_str())
+        .filter(|var| env(var).is_some())
+        .map(str::to_owned);
+    match variable {
+        Some(var) => anyhow::Error::new(error)
+            .context(format!("{var} (the environment's value for --{long})")),
+        None => error.into(),
+    }
 }
 
 fn parse_http_url(raw: &str) -> Result<Url, String> {
@@ -70,6 +106,7 @@ pub struct Settings {
     pub profile_push_interval: Duration,
     pub telemetry_enabled: bool,
     pub shutdown_timeout: Duration,
+    pub check_health: bool,
     pub otel: OtelSettings,
 }
 
@@ -80,7 +117,7 @@ impl Settings {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Cli::try_parse_from(args)?;
+        let cli = Cli::try_parse_from(args).map_err(|e| name_the_variable(e, &env))?;
         Self::from_cli(cli, env)
     }
 
@@ -93,6 +130,7 @@ impl Settings {
             profile_push_interval: Duration::from_secs(cli.pyroscope_push_interval_seconds),
             telemetry_enabled: cli.telemetry == "on",
             shutdown_timeout: Duration::from_secs(cli.shutdown_timeout_seconds),
+            check_health: cli.check_health,
             otel: OtelSettings::from_env(env)?,
         })
     }
@@ -410,6 +448,18 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("OTEL_TRACES_SAMPLER_ARG"));
+    }
+
+    #[test]
+    fn an_invalid_value_from_the_environment_names_the_variable() {
+        let env = |k: &str| (k == "PYROSCOPE_PUSH_INTERVAL_SECONDS").then(|| "0".to_owned());
+        let args = ["sample-app", "--pyroscope-push-interval-seconds", "0"];
+        let err = Settings::from_sources(args, env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("PYROSCOPE_PUSH_INTERVAL_SECONDS"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -64,3 +64,21 @@ async fn a_cpu_burst_reports_the_time_it_burned() {
     let body: Value = app.get("/generate-load?ms=20").await.json().await.unwrap();
     assert_eq!(body["burned_ms"], 20);
 }
+
+#[actix_web::test]
+async fn the_container_healthcheck_probe_passes_on_a_running_app_and_fails_on_a_closed_port() {
+    let app = spawn_app().await;
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let probe = tokio::task::spawn_blocking(move || sample_app::healthcheck::probe(address));
+    probe.await.unwrap().expect("healthy");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let err = tokio::task::spawn_blocking(move || sample_app::healthcheck::probe(closed))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("while connecting"), "{err:#}");
+}

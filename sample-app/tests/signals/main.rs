@@ -8,4 +8,5 @@ mod openmetrics;
 mod profiles;
 mod resilience;
 mod shutdown;
+mod startup;
 mod support;
