@@ -3,7 +3,7 @@
 
 Listens for OTLP/gRPC and OTLP/HTTP on free ports, prints one JSON line with the ports, then one
 JSON line per span received (ids in lowercase hex, attributes flattened, the transport it came
-by). It exits when its standard input closes, so it never outlives the test that started it.
+by; `--discard` prints only the ports). It exits when its standard input closes, so it never outlives the test that started it.
 """
 
 import json
@@ -38,10 +38,13 @@ def any_value(value):
 
 
 class SpanPrinter(RequestHandler):
-    def __init__(self, transport: str):
+    def __init__(self, transport: str, discard: bool = False):
         self.transport = transport
+        self.discard = discard
 
     def handle_trace(self, request, headers):  # noqa: ARG002
+        if self.discard:
+            return
         for resource_spans in request.resource_spans:
             resource = {a.key: any_value(a.value) for a in resource_spans.resource.attributes}
             for scope_spans in resource_spans.scope_spans:
@@ -70,9 +73,10 @@ class SpanPrinter(RequestHandler):
 def main() -> None:
     logger = logging.getLogger("otlp-sink")
     grpc_port, http_port = free_port(), free_port()
-    grpc_sink = GrpcSink(SpanPrinter("grpc"), logger, port=grpc_port)
+    discard = "--discard" in sys.argv  # benchmarks: receive and decode, print nothing
+    grpc_sink = GrpcSink(SpanPrinter("grpc", discard), logger, port=grpc_port)
     grpc_sink.start()
-    HttpSink(SpanPrinter("http"), logger, port=http_port).start()
+    HttpSink(SpanPrinter("http", discard), logger, port=http_port).start()
     emit({"grpc_port": grpc_port, "http_port": http_port})
     sys.stdin.read()
     grpc_sink.stop()

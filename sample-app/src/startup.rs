@@ -16,7 +16,11 @@ use crate::{
     routes::{demo, downstream, extractors, health, index, metrics, orders, pprof},
     settings::Settings,
     state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, OrderBook},
-    telemetry::{metrics::AppMetrics, middleware::observe_request, profiles::CpuProfiler},
+    telemetry::{
+        metrics::AppMetrics,
+        middleware::{RouteTemplate, observe_request},
+        profiles::CpuProfiler,
+    },
 };
 
 pub struct Application {
@@ -89,7 +93,7 @@ impl Application {
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
-    let get = |path: &str, route: actix_web::Route| resource(path).route(route);
+    let get = |path: &'static str, route: actix_web::Route| resource(path).route(route);
     cfg.service(get("/", web::get().to(index::index)))
         .service(get("/health", web::get().to(health::health)))
         .service(get("/ready", web::get().to(health::ready)))
@@ -107,7 +111,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(get("/debug/pprof/profile", web::get().to(pprof::profile)));
 }
 
-/// A resource that answers 405 with a JSON body for methods it has no route for.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(extractors::method_not_allowed))
+/// A resource that tells the telemetry middleware its route template (so the router runs
+/// once per request) and answers 405 with a JSON body for methods it has no route for.
+fn resource(path: &'static str) -> actix_web::Resource {
+    web::resource(path)
+        .app_data(RouteTemplate(path))
+        .default_service(web::to(extractors::method_not_allowed))
 }

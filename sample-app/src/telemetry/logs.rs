@@ -1,11 +1,13 @@
 //! JSON logs: one object per line with `timestamp` (RFC 3339, UTC), `level`, `target`,
 //! `message`, then `trace_id` and `span_id` of the span the event happened in (so Loki can link
 //! each line to its trace), then the event's own fields. Alloy parses exactly these keys.
+//!
+//! Lines are written straight into a reused per-thread buffer: the access log runs on every
+//! request, so a line must not cost a map of boxed JSON values.
 
-use std::{io::Write, sync::OnceLock};
+use std::{cell::RefCell, io::Write, sync::OnceLock};
 
 use opentelemetry::trace::TraceContextExt;
-use serde_json::{Map, Value};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use tracing::{
     Event, Subscriber,
@@ -14,6 +16,16 @@ use tracing::{
 };
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context, registry::LookupSpan};
+
+/// Keys the layer writes itself; an event field with one of these names is dropped.
+const RESERVED: [&str; 6] = [
+    "timestamp",
+    "level",
+    "target",
+    "message",
+    "trace_id",
+    "span_id",
+];
 
 /// A `tracing` layer that writes every event as one JSON line.
 pub struct JsonLogLayer<W> {
@@ -29,54 +41,7 @@ impl<W> JsonLogLayer<W> {
             dispatch: OnceLock::new(),
         }
     }
-}
 
-impl<S, W> Layer<S> for JsonLogLayer<W>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
-{
-    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        let _ = self.dispatch.set(subscriber.downgrade());
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = FieldVisitor::default();
-        event.record(&mut fields);
-        // Events bridged from the `log` crate carry their real target in normalized metadata.
-        let normalized = event.normalized_metadata();
-        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
-
-        let mut line = Map::with_capacity(6 + fields.values.len());
-        let timestamp = OffsetDateTime::now_utc()
-            .format(&Rfc3339)
-            .unwrap_or_default();
-        line.insert("timestamp".into(), Value::String(timestamp));
-        line.insert(
-            "level".into(),
-            Value::String(metadata.level().as_str().to_ascii_lowercase()),
-        );
-        line.insert("target".into(), Value::String(metadata.target().to_owned()));
-        line.insert(
-            "message".into(),
-            Value::String(fields.message.unwrap_or_default()),
-        );
-        if let Some((trace_id, span_id)) = self.trace_ids(event, &ctx) {
-            line.insert("trace_id".into(), Value::String(trace_id));
-            line.insert("span_id".into(), Value::String(span_id));
-        }
-        for (key, value) in fields.values {
-            line.entry(key).or_insert(value);
-        }
-
-        let mut bytes = serde_json::to_vec(&Value::Object(line)).unwrap_or_default();
-        bytes.push(b'\n');
-        // One write per line keeps lines whole when several threads log at once.
-        let _ = self.make_writer.make_writer_for(metadata).write_all(&bytes);
-    }
-}
-
-impl<W> JsonLogLayer<W> {
     fn trace_ids<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> Option<(String, String)>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
@@ -94,49 +59,144 @@ impl<W> JsonLogLayer<W> {
     }
 }
 
+/// Per-thread buffers, reused so a log line costs no allocation once warm.
 #[derive(Default)]
-struct FieldVisitor {
-    message: Option<String>,
-    values: Vec<(String, Value)>,
+struct LineBuffers {
+    line: Vec<u8>,
+    fields: Vec<u8>,
 }
 
-impl FieldVisitor {
-    fn put(&mut self, field: &Field, value: Value) {
+thread_local! {
+    static BUFFERS: RefCell<LineBuffers> = RefCell::default();
+}
+
+impl<S, W> Layer<S> for JsonLogLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // Events bridged from the `log` crate carry their real target in normalized metadata.
+        let normalized = event.normalized_metadata();
+        let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        let trace_ids = self.trace_ids(event, &ctx);
+        BUFFERS.with_borrow_mut(|buffers| {
+            let mut fields = FieldWriter {
+                message: None,
+                out: std::mem::take(&mut buffers.fields),
+            };
+            fields.out.clear();
+            event.record(&mut fields);
+
+            let out = &mut buffers.line;
+            out.clear();
+            let timestamp = OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            for (key, value) in [
+                ("{\"timestamp\":", timestamp.as_str()),
+                (",\"level\":", level_name(metadata.level())),
+                (",\"target\":", metadata.target()),
+                (
+                    ",\"message\":",
+                    fields.message.as_deref().unwrap_or_default(),
+                ),
+            ] {
+                out.extend_from_slice(key.as_bytes());
+                push_json_str(out, value);
+            }
+            if let Some((trace_id, span_id)) = trace_ids {
+                out.extend_from_slice(b",\"trace_id\":");
+                push_json_str(out, &trace_id);
+                out.extend_from_slice(b",\"span_id\":");
+                push_json_str(out, &span_id);
+            }
+            out.extend_from_slice(&fields.out);
+            out.extend_from_slice(b"}\n");
+            buffers.fields = fields.out;
+            // One write per line keeps lines whole when several threads log at once.
+            let _ = self.make_writer.make_writer_for(metadata).write_all(out);
+        });
+    }
+}
+
+fn level_name(level: &tracing::Level) -> &'static str {
+    match *level {
+        tracing::Level::ERROR => "error",
+        tracing::Level::WARN => "warn",
+        tracing::Level::INFO => "info",
+        tracing::Level::DEBUG => "debug",
+        tracing::Level::TRACE => "trace",
+    }
+}
+
+fn push_json_str(out: &mut Vec<u8>, value: &str) {
+    // Serialising a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Writes an event's fields as `,"key":value` pairs and keeps its message aside.
+struct FieldWriter {
+    message: Option<String>,
+    out: Vec<u8>,
+}
+
+impl FieldWriter {
+    fn key(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if name.starts_with("log.") || RESERVED.contains(&name) {
+            return false;
+        }
+        self.out.push(b',');
+        push_json_str(&mut self.out, name);
+        self.out.push(b':');
+        true
+    }
+
+    fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
+        if self.key(field) {
+            let _ = write!(self.out, "{value}");
+        }
+    }
+
+    fn text(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = Some(match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
-        } else if !field.name().starts_with("log.") {
-            self.values.push((field.name().to_owned(), value));
+            self.message = Some(value.to_owned());
+        } else if self.key(field) {
+            push_json_str(&mut self.out, value);
         }
     }
 }
 
-impl Visit for FieldVisitor {
+impl Visit for FieldWriter {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(
-            field,
-            serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number),
-        );
+        if value.is_finite() {
+            self.number(field, value);
+        } else {
+            self.text(field, &value.to_string());
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::from(value));
+        self.number(field, value);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::from(value));
+        self.text(field, value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::from(format!("{value:#}")));
+        self.text(field, &format!("{value:#}"));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.put(field, Value::from(format!("{value:?}")));
+        self.text(field, &format!("{value:?}"));
     }
 }
 
@@ -169,11 +229,18 @@ mod tests {
         let out = Captured::default();
         let subscriber = tracing_subscriber::registry().with(JsonLogLayer::new(out.clone()));
         tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(order_id = 7u64, item = "widget", "order \"stored\"");
+            tracing::warn!(
+                order_id = 7u64,
+                item = "widget",
+                ratio = 0.5,
+                ok = true,
+                level = "dropped",
+                "order \"stored\""
+            );
         });
         let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1);
-        let line: Value = serde_json::from_str(text.trim_end()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         let keys: Vec<&str> = line
             .as_object()
             .unwrap()
@@ -188,12 +255,18 @@ mod tests {
                 "target",
                 "message",
                 "order_id",
-                "item"
+                "item",
+                "ratio",
+                "ok"
             ]
         );
         assert_eq!(line["level"], "warn");
         assert_eq!(line["message"], "order \"stored\"");
         assert_eq!(line["order_id"], 7);
+        assert_eq!(
+            (line["ratio"].as_f64(), line["ok"].as_bool()),
+            (Some(0.5), Some(true))
+        );
         assert!(OffsetDateTime::parse(line["timestamp"].as_str().unwrap(), &Rfc3339).is_ok());
     }
 }

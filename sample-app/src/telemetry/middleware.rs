@@ -13,6 +13,7 @@ use actix_web::{
     middleware::Next,
     web,
 };
+use opentelemetry::trace::TraceContextExt;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -25,6 +26,11 @@ use super::{
     propagation,
 };
 
+/// The route template of a resource, attached as resource data so the middleware learns it
+/// from the routing actix does anyway (asking `match_pattern()` would route a second time).
+#[derive(Clone, Copy, Debug)]
+pub struct RouteTemplate(pub &'static str);
+
 pub async fn observe_request(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -33,9 +39,7 @@ pub async fn observe_request(
         return next.call(req).await;
     };
     let method = req.method().as_str().to_owned();
-    let route = req.match_pattern();
-    let span = server_span(&req, &method, route.as_deref());
-    let route = route.unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    let span = server_span(&req, &method);
 
     let active = metrics
         .active_requests
@@ -49,16 +53,27 @@ pub async fn observe_request(
     let elapsed = started.elapsed();
     active.dec();
 
-    let (status, error_type) = match &result {
+    let (status, error_type, route) = match &result {
         Ok(res) => (
             res.status(),
             res.response()
                 .error()
                 .and_then(|e| e.as_error::<ApiError>())
                 .map(ApiError::kind),
+            res.request().app_data::<RouteTemplate>().map(|r| r.0),
         ),
-        Err(err) => (err.as_response_error().status_code(), None),
+        Err(err) => (err.as_response_error().status_code(), None, None),
     };
+    // OpenTelemetry names a server span `METHOD /route`, and just `METHOD` when no route matched.
+    // Renamed on the OpenTelemetry span itself: once a child needed its context, the span is
+    // built, and tracing-opentelemetry 0.34 then ignores a recorded `otel.name`.
+    if let Some(route) = route {
+        span.context()
+            .span()
+            .update_name(format!("{method} {route}"));
+        span.record("http.route", route);
+    }
+    let route = route.unwrap_or(UNMATCHED_ROUTE);
     let code = status.as_u16();
     span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
@@ -74,28 +89,24 @@ pub async fn observe_request(
         .server_duration
         .get_or_create(&ServerRequestLabels {
             http_request_method: method.clone(),
-            http_route: route.clone(),
+            http_route: route.to_owned(),
             http_response_status_code: code.to_string(),
         })
         .observe(elapsed.as_secs_f64(), exemplar, None);
 
-    span.in_scope(|| access_log(&method, &route, code, elapsed.as_secs_f64() * 1000.0));
+    span.in_scope(|| access_log(&method, route, code, elapsed.as_secs_f64() * 1000.0));
     result
 }
 
-fn server_span(req: &ServiceRequest, method: &str, route: Option<&str>) -> Span {
-    // OpenTelemetry names a server span `METHOD /route` and just `METHOD` when no route matched.
-    let name = match route {
-        Some(route) => format!("{method} {route}"),
-        None => method.to_owned(),
-    };
+/// The server span, named `METHOD` until routing tells the route.
+fn server_span(req: &ServiceRequest, method: &str) -> Span {
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %name,
+        otel.name = method,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = %method,
-        http.route = route,
+        http.route = Empty,
         url.path = %req.path(),
         url.scheme = %req.connection_info().scheme(),
         server.address = %req.connection_info().host(),

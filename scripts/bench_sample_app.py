@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Benchmark: what does emitting all four signals cost the sample service?
+
+Runs the *same release binary* in several configurations, one after another and repeated in
+alternating rounds (this machine is shared and noisy: only ratios within one invocation mean
+anything), drives each with the same `wrk` load on one hot endpoint, and prints a Markdown table
+of requests/s and p99 with their ratio to the telemetry-off baseline.
+
+Configurations:
+  off            SAMPLE_APP_TELEMETRY=off: no spans, request metrics, access logs or profiles
+  all signals    100 % sampling, OTLP/gRPC export to a local receiver, profiler pushing
+  no span export spans made but not sampled (OTEL_TRACES_SAMPLER=always_off), profiler on
+  no profiler    all signals but no Pyroscope (the profiler thread idles)
+
+Usage: scripts/bench_sample_app.py [--rounds 3] [--seconds 8] [--connections 16]
+Needs: wrk (Debian), the .venv from scripts/install-test-tools. Traffic goes to 127.0.0.1 only.
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "target/release/sample-app"
+ENDPOINT = "/api/orders/1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Discard(BaseHTTPRequestHandler):
+    """Pyroscope stand-in: reads the pushed profile, answers 200."""
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def wait_ready(port: int, deadline_s: float = 20) -> None:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"sample-app on port {port} did not become healthy")
+
+
+def to_ms(value: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux USER_HZ is 100)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, float, int]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{ENDPOINT}"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    if re.search(r"Non-2xx or 3xx responses", out):
+        raise RuntimeError(f"wrk saw errors:\n{out}")
+    return rps, p99, requests
+
+
+def measure(env: dict, args) -> tuple[float, float, float]:
+    """Requests/s, p99 (ms), and the app's own CPU microseconds per request."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYROSCOPE_", "SAMPLE_APP_"))}
+    full_env.update(env, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}", RUST_LOG="info")
+    app = subprocess.Popen([BINARY], env=full_env, stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(port)
+        body = json.dumps({"item": "widget", "quantity": 1}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/orders", body, {"content-type": "application/json"})
+        urllib.request.urlopen(request).read()
+        run_wrk(port, 2, args.connections)  # warm-up: connections, allocator, label sets
+        cpu_before = cpu_seconds(app.pid)
+        rps, p99, requests = run_wrk(port, args.seconds, args.connections)
+        cpu_us = (cpu_seconds(app.pid) - cpu_before) * 1e6 / requests
+        return rps, p99, cpu_us
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "sample-app"], cwd=ROOT, check=True)
+    sink = subprocess.Popen([ROOT / ".venv/bin/python", ROOT / "scripts/otlp_sink.py", "--discard"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grpc_port = json.loads(sink.stdout.readline())["grpc_port"]
+    pyroscope = ThreadingHTTPServer(("127.0.0.1", 0), Discard)
+    threading.Thread(target=pyroscope.serve_forever, daemon=True).start()
+    exporting = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}",
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "PYROSCOPE_SERVER_ADDRESS": f"http://127.0.0.1:{pyroscope.server_port}",
+    }
+    configs = {
+        "off": {"SAMPLE_APP_TELEMETRY": "off"},
+        "all signals": exporting,
+        "no span export": {**exporting, "OTEL_TRACES_SAMPLER": "always_off"},
+        "no profiler": {k: v for k, v in exporting.items() if not k.startswith("PYROSCOPE")},
+    }
+    results = {name: [] for name in configs}
+    try:
+        for round_number in range(1, args.rounds + 1):
+            for name, env in configs.items():
+                rps, p99, cpu_us = measure(env, args)
+                results[name].append((rps, p99, cpu_us))
+                print(f"round {round_number} {name:>15}: {rps:9.0f} req/s  p99 {p99:7.2f} ms  "
+                      f"{cpu_us:6.1f} us CPU/request", file=sys.stderr)
+    finally:
+        sink.stdin.close()
+        sink.wait(timeout=10)
+        pyroscope.shutdown()
+
+    def median(name: str, index: int) -> float:
+        return statistics.median(run[index] for run in results[name])
+
+    print(f"GET {ENDPOINT}, wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} alternating rounds\n")
+    print("| configuration | requests/s | ratio to off | p99 (ms) | p99 ratio | app CPU per request (us) | CPU ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in results:
+        rps, p99, cpu = median(name, 0), median(name, 1), median(name, 2)
+        print(f"| {name} | {rps:.0f} | {rps / median('off', 0):.2f}x | {p99:.2f} | {p99 / median('off', 1):.2f}x "
+              f"| {cpu:.1f} | {cpu / median('off', 2):.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
