@@ -20,6 +20,9 @@ pub enum ApiError {
     UnsupportedMediaType { detail: String },
     #[error("{detail}")]
     TooManyRequests { detail: String },
+    /// A failure injected by the fault plan or an `x-fault-error-status` header.
+    #[error("injected fault: this request was failed on purpose with {status}")]
+    Injected { status: StatusCode },
     /// Deliberate failures of the demo endpoints (`/error?type=500`).
     #[error("{detail}")]
     Simulated { status: StatusCode, detail: String },
@@ -60,6 +63,7 @@ impl ApiError {
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Simulated { .. } => "simulated_error",
+            Self::Injected { .. } => "fault_injected",
             Self::GatewayTimeout { .. } => "downstream_timeout",
             Self::Internal(_) => "internal_error",
         }
@@ -76,7 +80,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Simulated { status, .. } => *status,
+            Self::Simulated { status, .. } | Self::Injected { status } => *status,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 //! profiles, all agreeing on the names in `shared/DESIGN.md` ("Contracts").
 
 pub mod error;
+pub mod faults;
 pub mod healthcheck;
 pub mod routes;
 pub mod settings;

@@ -9,6 +9,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use url::Url;
 
+use crate::faults::FaultPlan;
+
 /// Flags and `SAMPLE_APP_*` / `PYROSCOPE_*` variables.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -48,6 +50,15 @@ pub struct Cli {
     #[arg(long, env = "SAMPLE_APP_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=120))]
     pub shutdown_timeout_seconds: u64,
+
+    /// Mount `/admin/faults` and honour `x-fault-*` headers (off: both answer as if absent).
+    #[arg(long, env = "SAMPLE_APP_FAULTS_ENABLED", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub faults_enabled: bool,
+
+    /// A fault plan (JSON, as `PUT /admin/faults` takes) in force from start-up.
+    #[arg(long, env = "SAMPLE_APP_FAULTS")]
+    pub faults: Option<String>,
 
     /// Probe the running service's `/health` at `--listen` and exit 0 (healthy) or 1; for
     /// container healthchecks in images without a shell.
@@ -107,6 +118,9 @@ pub struct Settings {
     pub telemetry_enabled: bool,
     pub shutdown_timeout: Duration,
     pub check_health: bool,
+    pub faults_enabled: bool,
+    /// The plan in force from start-up (validated).
+    pub initial_faults: Option<FaultPlan>,
     pub otel: OtelSettings,
 }
 
@@ -131,6 +145,8 @@ impl Settings {
             telemetry_enabled: cli.telemetry == "on",
             shutdown_timeout: Duration::from_secs(cli.shutdown_timeout_seconds),
             check_health: cli.check_health,
+            faults_enabled: cli.faults_enabled,
+            initial_faults: initial_faults(cli.faults.as_deref(), cli.faults_enabled)?,
             otel: OtelSettings::from_env(env)?,
         })
     }
@@ -263,6 +279,20 @@ impl OtelSettings {
             bsp_export_timeout: ms("OTEL_BSP_EXPORT_TIMEOUT", 30_000)?,
         })
     }
+}
+
+fn initial_faults(raw: Option<&str>, enabled: bool) -> anyhow::Result<Option<FaultPlan>> {
+    let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if !enabled {
+        bail!("SAMPLE_APP_FAULTS: a start-up fault plan needs SAMPLE_APP_FAULTS_ENABLED=true");
+    }
+    let plan: FaultPlan =
+        serde_json::from_str(raw).context("SAMPLE_APP_FAULTS: not a fault plan")?;
+    plan.validate(crate::startup::APP_ROUTES)
+        .context("SAMPLE_APP_FAULTS")?;
+    Ok(Some(plan))
 }
 
 fn take_attribute(attrs: &mut Vec<(String, String)>, key: &str) -> Option<String> {

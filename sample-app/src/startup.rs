@@ -1,7 +1,11 @@
 //! Builds the HTTP application (routes, middleware, shared state) and runs it until SIGTERM or
 //! Ctrl-C, letting in-flight requests finish within the shutdown timeout.
 
-use std::net::{SocketAddr, TcpListener};
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    time::Instant,
+};
 
 use actix_web::{
     App, HttpServer,
@@ -13,7 +17,8 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 
 use crate::{
-    routes::{demo, downstream, extractors, health, index, metrics, orders, pprof},
+    faults::{FaultCollector, Faults, apply_faults},
+    routes::{admin, demo, downstream, extractors, health, index, metrics, orders, pprof},
     settings::Settings,
     state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, OrderBook},
     telemetry::{
@@ -37,7 +42,17 @@ impl Application {
         let address = listener
             .local_addr()
             .context("while reading the bound address")?;
-        let metrics = AppMetrics::new(&settings.otel.service_name, &settings.otel.service_version);
+        let faults = Arc::new(Faults::new(settings.faults_enabled, APP_ROUTES));
+        if let Some(plan) = settings.initial_faults.clone() {
+            faults
+                .set(plan, Instant::now())
+                .context("SAMPLE_APP_FAULTS")?;
+        }
+        let metrics = AppMetrics::new(
+            &settings.otel.service_name,
+            &settings.otel.service_version,
+            vec![Box::new(FaultCollector(faults.clone()))],
+        );
         let downstream = match &settings.downstream_url {
             Some(base) => Some(Downstream {
                 base: base.clone(),
@@ -56,19 +71,20 @@ impl Application {
             profiler,
             metrics: metrics.clone(),
             cpu_bursts: Semaphore::new(MAX_CONCURRENT_BURSTS),
+            faults,
         });
         let metrics = web::Data::new(metrics);
         let observe = settings.telemetry_enabled;
+        let admin = settings.faults_enabled;
 
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(metrics.clone())
-                .app_data(extractors::json_config())
                 .app_data(extractors::query_config())
                 .app_data(extractors::path_config())
                 .wrap(Condition::new(observe, from_fn(observe_request)))
-                .configure(routes)
+                .configure(|cfg| routes(cfg, admin))
                 .default_service(web::to(extractors::not_found))
         })
         .listen(listener)
@@ -92,23 +108,48 @@ impl Application {
     }
 }
 
-fn routes(cfg: &mut web::ServiceConfig) {
-    let get = |path: &'static str, route: actix_web::Route| resource(path).route(route);
-    cfg.service(get("/", web::get().to(index::index)))
-        .service(get("/health", web::get().to(health::health)))
-        .service(get("/ready", web::get().to(health::ready)))
-        .service(get("/metrics", web::get().to(metrics::metrics)))
-        .service(get("/slow", web::get().to(demo::slow)))
-        .service(get("/error", web::get().to(demo::error)))
-        .service(get("/generate-load", web::get().to(demo::generate_load)))
-        .service(get("/external", web::get().to(downstream::external)))
-        .service(get("/api/orders", web::post().to(orders::create)))
-        .service(get("/api/orders/{id}", web::get().to(orders::read)))
-        .service(get(
+/// The application's route templates: the ones faults apply to (and `routes` may name).
+pub const APP_ROUTES: &[&str] = &[
+    "/",
+    "/slow",
+    "/error",
+    "/generate-load",
+    "/external",
+    "/api/orders",
+    "/api/orders/{id}",
+    "/api/inventory/{item}",
+];
+
+fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
+    // Operational routes: never faulted, so health checks, scrapes and profiles keep working.
+    let ops = |path: &'static str, route: actix_web::Route| resource(path).route(route);
+    cfg.service(ops("/health", web::get().to(health::health)))
+        .service(ops("/ready", web::get().to(health::ready)))
+        .service(ops("/metrics", web::get().to(metrics::metrics)))
+        .service(ops("/debug/pprof/profile", web::get().to(pprof::profile)));
+    if admin {
+        cfg.service(
+            resource("/admin/faults")
+                .route(web::get().to(admin::get_faults))
+                .route(web::put().to(admin::put_faults))
+                .route(web::delete().to(admin::delete_faults)),
+        );
+    }
+    let app = |path: &'static str, route: actix_web::Route| {
+        debug_assert!(APP_ROUTES.contains(&path), "{path} missing from APP_ROUTES");
+        resource(path).route(route).wrap(from_fn(apply_faults))
+    };
+    cfg.service(app("/", web::get().to(index::index)))
+        .service(app("/slow", web::get().to(demo::slow)))
+        .service(app("/error", web::get().to(demo::error)))
+        .service(app("/generate-load", web::get().to(demo::generate_load)))
+        .service(app("/external", web::get().to(downstream::external)))
+        .service(app("/api/orders", web::post().to(orders::create)))
+        .service(app("/api/orders/{id}", web::get().to(orders::read)))
+        .service(app(
             "/api/inventory/{item}",
             web::get().to(downstream::inventory),
-        ))
-        .service(get("/debug/pprof/profile", web::get().to(pprof::profile)));
+        ));
 }
 
 /// A resource that tells the telemetry middleware its route template (so the router runs

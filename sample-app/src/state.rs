@@ -3,7 +3,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -13,7 +13,10 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 use url::Url;
 
-use crate::telemetry::{metrics::AppMetrics, profiles::CpuProfiler};
+use crate::{
+    faults::Faults,
+    telemetry::{metrics::AppMetrics, profiles::CpuProfiler},
+};
 
 /// Orders kept in memory; beyond this the oldest are forgotten.
 pub const MAX_ORDERS: usize = 10_000;
@@ -28,6 +31,7 @@ pub struct AppState {
     pub profiler: Option<CpuProfiler>,
     pub metrics: AppMetrics,
     pub cpu_bursts: Semaphore,
+    pub faults: Arc<Faults>,
 }
 
 /// The service `/external` calls, and how long it may take.

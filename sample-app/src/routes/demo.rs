@@ -110,9 +110,15 @@ pub async fn generate_load(
     Ok(HttpResponse::Ok().json(json!({"burned_ms": ms, "checksum": checksum})))
 }
 
-/// Busy work that a flame graph shows under its own name; returns a value so it is not elided.
+/// The CPU work of `/generate-load`: its own frame in the flame graph.
 #[inline(never)]
 pub fn burn_cpu(duration: Duration) -> u64 {
+    std::hint::black_box(spin_for(duration))
+}
+
+/// Busy work for `duration`; returns a value so the optimiser cannot elide it.
+#[inline(never)]
+pub fn spin_for(duration: Duration) -> u64 {
     let started = Instant::now();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
     while started.elapsed() < duration {

@@ -1,6 +1,10 @@
 //! Calls to the downstream service: a client span per call, W3C context injected into the
 //! request, the client-duration histogram (with exemplar), and clear 502/504 answers when the
 //! dependency is missing, failing or slow. Also the endpoint the downstream role answers.
+//!
+//! Downstream faults (`downstream_timeout`, `downstream_error_rate`) are applied here, at the
+//! caller, so they leave the same evidence a real failing dependency would: an error client
+//! span, an error series in the client histogram, and a 502/504 from the caller.
 
 use std::time::Instant;
 
@@ -11,15 +15,23 @@ use tracing::{Instrument, field::Empty};
 
 use crate::{
     error::ApiError,
+    faults::DownstreamFault,
     state::{AppState, Downstream},
     telemetry::{
-        metrics::{AppMetrics, ClientRequestLabels, TraceExemplar},
+        metrics::{ClientRequestLabels, TraceExemplar},
         propagation,
     },
 };
 
 /// `GET /external`: asks the downstream for the stock of one item.
 pub async fn external(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let body = stock_level(&state, "widget").await?;
+    let base = state.downstream.as_ref().map(|d| d.base.as_str());
+    Ok(HttpResponse::Ok().json(json!({"downstream": base, "response": body})))
+}
+
+/// Asks the downstream how many of `item` are in stock (the order flow's dependency).
+pub async fn stock_level(state: &AppState, item: &str) -> Result<Value, ApiError> {
     let downstream = state
         .downstream
         .as_ref()
@@ -27,8 +39,7 @@ pub async fn external(state: web::Data<AppState>) -> Result<HttpResponse, ApiErr
             error: "downstream_not_configured",
             detail: "no downstream is configured (set SAMPLE_APP_DOWNSTREAM_URL)".into(),
         })?;
-    let body = get_json(downstream, &state.metrics, "api/inventory/widget").await?;
-    Ok(HttpResponse::Ok().json(json!({"downstream": downstream.base.as_str(), "response": body})))
+    get_json(state, downstream, &["api", "inventory", item]).await
 }
 
 /// `GET /api/inventory/{item}`: what the downstream answers — a stock level after a short,
@@ -52,16 +63,24 @@ pub async fn inventory(item: web::Path<String>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(json!({"item": item, "in_stock": in_stock})))
 }
 
+/// How one call ended.
+enum Outcome {
+    Answered(reqwest::StatusCode, Value),
+    TimedOut,
+    Unreachable { connect: bool, detail: String },
+}
+
 /// One traced, measured GET to the downstream; non-2xx answers become 502, timeouts 504.
-pub async fn get_json(
+async fn get_json(
+    state: &AppState,
     downstream: &Downstream,
-    metrics: &AppMetrics,
-    path: &str,
+    segments: &[&str],
 ) -> Result<Value, ApiError> {
-    let url = downstream
-        .base
-        .join(path)
-        .map_err(|e| anyhow::anyhow!("while building the downstream URL: {e}"))?;
+    let mut url = downstream.base.clone();
+    url.path_segments_mut()
+        .map_err(|()| anyhow::anyhow!("the downstream URL cannot take a path"))?
+        .pop_if_empty()
+        .extend(segments);
     let host = url.host_str().unwrap_or_default().to_owned();
     let span = tracing::info_span!(
         "HTTP client request",
@@ -74,45 +93,102 @@ pub async fn get_json(
         url.full = %url,
         http.response.status_code = Empty,
         error.type = Empty,
+        fault.injected = Empty,
     );
-    let mut headers = reqwest::header::HeaderMap::new();
-    propagation::inject(&span, &mut headers);
-
+    let fault = state.faults.downstream_fault();
     let started = Instant::now();
-    let outcome = async {
-        let response = downstream
-            .client
-            .get(url.clone())
-            .headers(headers)
-            .timeout(downstream.timeout)
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.json::<Value>().await.unwrap_or(Value::Null);
-        Ok::<_, reqwest::Error>((status, body))
-    }
-    .instrument(span.clone())
-    .await;
+    let outcome = match fault {
+        Some(DownstreamFault::Timeout) => {
+            span.record("fault.injected", "downstream_timeout");
+            tokio::time::sleep(downstream.timeout)
+                .instrument(span.clone())
+                .await;
+            Outcome::TimedOut
+        }
+        Some(DownstreamFault::Error) => {
+            span.record("fault.injected", "downstream_error");
+            Outcome::Answered(
+                reqwest::StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "fault_injected"}),
+            )
+        }
+        None => send(downstream, url, &span).instrument(span.clone()).await,
+    };
     let elapsed = started.elapsed();
 
-    let (status_label, error_type, result) = match outcome {
-        Ok((status, body)) if status.is_success() => {
-            (status.as_u16().to_string(), String::new(), Ok(body))
+    let (status, error_type, result) = classify(outcome, &host, downstream);
+    if let Some(status) = status {
+        span.record("http.response.status_code", i64::from(status));
+    }
+    if let Some(error_type) = &error_type {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", error_type.as_str());
+        span.in_scope(|| tracing::warn!(error.type = %error_type, server.address = %host, "downstream call failed"));
+    }
+    state
+        .metrics
+        .client_duration
+        .get_or_create(&ClientRequestLabels {
+            http_request_method: "GET".into(),
+            server_address: host,
+            http_response_status_code: status.map(|s| s.to_string()).unwrap_or_default(),
+            error_type: error_type.unwrap_or_default(),
+        })
+        .observe(elapsed.as_secs_f64(), TraceExemplar::of_span(&span), None);
+    result
+}
+
+async fn send(downstream: &Downstream, url: url::Url, span: &tracing::Span) -> Outcome {
+    let mut headers = reqwest::header::HeaderMap::new();
+    propagation::inject(span, &mut headers);
+    let sent = downstream
+        .client
+        .get(url)
+        .headers(headers)
+        .timeout(downstream.timeout)
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let status = response.status();
+            match response.json::<Value>().await {
+                Ok(body) => Outcome::Answered(status, body),
+                Err(e) if e.is_timeout() => Outcome::TimedOut,
+                Err(_) => Outcome::Answered(status, Value::Null),
+            }
         }
-        Ok((status, body)) => (
-            status.as_u16().to_string(),
-            status.as_u16().to_string(),
+        Err(e) if e.is_timeout() => Outcome::TimedOut,
+        Err(e) => Outcome::Unreachable {
+            connect: e.is_connect(),
+            detail: error_chain(&e),
+        },
+    }
+}
+
+/// The status to record, the `error.type` (if failed), and what the caller answers.
+fn classify(
+    outcome: Outcome,
+    host: &str,
+    downstream: &Downstream,
+) -> (Option<u16>, Option<String>, Result<Value, ApiError>) {
+    match outcome {
+        Outcome::Answered(status, body) if status.is_success() => {
+            (Some(status.as_u16()), None, Ok(body))
+        }
+        Outcome::Answered(status, body) => (
+            Some(status.as_u16()),
+            Some(status.as_u16().to_string()),
             Err(ApiError::BadGateway {
                 error: "downstream_error",
                 detail: format!(
                     "the downstream answered {status}: {}",
-                    truncate(&body.to_string())
+                    body.to_string().chars().take(200).collect::<String>()
                 ),
             }),
         ),
-        Err(e) if e.is_timeout() => (
-            String::new(),
-            "timeout".to_owned(),
+        Outcome::TimedOut => (
+            None,
+            Some("timeout".into()),
             Err(ApiError::GatewayTimeout {
                 detail: format!(
                     "the downstream did not answer within {} ms",
@@ -120,48 +196,15 @@ pub async fn get_json(
                 ),
             }),
         ),
-        Err(e) => (
-            String::new(),
-            if e.is_connect() {
-                "connect"
-            } else {
-                "transport"
-            }
-            .to_owned(),
+        Outcome::Unreachable { connect, detail } => (
+            None,
+            Some(if connect { "connect" } else { "transport" }.into()),
             Err(ApiError::BadGateway {
                 error: "downstream_unreachable",
-                detail: format!(
-                    "could not reach the downstream at {host}: {}",
-                    error_chain(&e)
-                ),
+                detail: format!("could not reach the downstream at {host}: {detail}"),
             }),
         ),
-    };
-    if !status_label.is_empty() {
-        span.record(
-            "http.response.status_code",
-            status_label.parse::<i64>().unwrap_or(0),
-        );
     }
-    if !error_type.is_empty() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", error_type.as_str());
-        span.in_scope(|| tracing::warn!(error.type = %error_type, server.address = %host, "downstream call failed"));
-    }
-    metrics
-        .client_duration
-        .get_or_create(&ClientRequestLabels {
-            http_request_method: "GET".into(),
-            server_address: host,
-            http_response_status_code: status_label,
-            error_type,
-        })
-        .observe(elapsed.as_secs_f64(), TraceExemplar::of_span(&span), None);
-    result
-}
-
-fn truncate(text: &str) -> String {
-    text.chars().take(200).collect()
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

@@ -3,35 +3,77 @@
 //! answers unknown routes and methods the same way.
 
 use actix_web::{
-    HttpRequest, HttpResponse, ResponseError,
-    error::{JsonPayloadError, PathError, QueryPayloadError},
-    web,
+    FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
+    dev::Payload,
+    error::{PathError, QueryPayloadError},
+    http::header::CONTENT_LENGTH,
+    web::{self, BytesMut},
 };
+use futures_util::{StreamExt, future::LocalBoxFuture};
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// Largest JSON body accepted; the order API needs a few hundred bytes.
+/// Largest JSON body accepted; the order API and fault plans need a few hundred bytes.
 pub const JSON_LIMIT_BYTES: usize = 16 * 1024;
 
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(JSON_LIMIT_BYTES)
-        .error_handler(|err, _req| {
-            let api = match &err {
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge {
-                    detail: format!("the JSON body must be at most {JSON_LIMIT_BYTES} bytes"),
-                },
-                JsonPayloadError::ContentType => ApiError::UnsupportedMediaType {
+/// A JSON request body whose every error is a JSON answer naming the problem: wrong content
+/// type (415), too large (413, refused before reading when the length is announced), or not
+/// the expected shape (400, naming the field: `quantity: invalid type: string "three"…`).
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req.mime_type().ok().flatten().is_some_and(|m| {
+            m.type_() == actix_web::mime::APPLICATION
+                && (m.subtype() == actix_web::mime::JSON
+                    || m.suffix() == Some(actix_web::mime::JSON))
+        });
+        let announced = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::UnsupportedMediaType {
                     detail: "send the body with content-type: application/json".into(),
-                },
-                JsonPayloadError::Deserialize(e) => {
-                    ApiError::bad_request("invalid_json", e.to_string())
-                }
-                other => ApiError::bad_request("invalid_body", other.to_string()),
+                });
+            }
+            let too_large = || ApiError::PayloadTooLarge {
+                detail: format!("the JSON body must be at most {JSON_LIMIT_BYTES} bytes"),
             };
-            actix_web::error::InternalError::from_response(err, api.error_response()).into()
+            if announced.is_some_and(|n| n > JSON_LIMIT_BYTES) {
+                return Err(too_large());
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+                if body.len() + chunk.len() > JSON_LIMIT_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let mut deserializer = serde_json::Deserializer::from_slice(&body);
+            let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+                let path = e.path().to_string();
+                let detail = if path == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("{path}: {}", e.inner())
+                };
+                ApiError::bad_request("invalid_json", detail)
+            })?;
+            deserializer
+                .end()
+                .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+            Ok(JsonBody(value))
         })
+    }
 }
 
 pub fn query_config() -> web::QueryConfig {

@@ -1,5 +1,6 @@
 //! The HTTP endpoints, one module per concern.
 
+pub mod admin;
 pub mod demo;
 pub mod downstream;
 pub mod extractors;

@@ -5,6 +5,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
+use super::extractors::JsonBody;
 use crate::{error::ApiError, state::AppState};
 
 pub const MAX_ITEM_CHARS: usize = 64;
@@ -44,15 +45,23 @@ impl NewOrder {
 }
 
 pub async fn create(
-    body: web::Json<NewOrder>,
+    body: JsonBody<NewOrder>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (item, quantity) = body.into_inner().validate()?;
+    let (item, quantity) = body.0.validate()?;
+    // The order flow's dependency: with a downstream configured, ask it for the stock first.
+    let in_stock = match state.downstream {
+        Some(_) => super::downstream::stock_level(&state, &item)
+            .await?
+            .get("in_stock")
+            .cloned(),
+        None => None,
+    };
     let now = OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
     let order = state.orders.insert(item, quantity, now);
-    tracing::info!(order.id = order.id, order.item = %order.item, order.quantity = order.quantity, "order accepted");
+    tracing::info!(order.id = order.id, order.item = %order.item, order.quantity = order.quantity, order.in_stock = in_stock.and_then(|v| v.as_u64()), "order accepted");
     Ok(HttpResponse::Created()
         .insert_header(("location", format!("/api/orders/{}", order.id)))
         .json(order))

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use opentelemetry::trace::TraceContextExt;
 use prometheus_client::{
+    collector::Collector,
     encoding::{EncodeLabelSet, text::encode},
     metrics::{exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
@@ -91,7 +92,8 @@ pub struct AppMetrics {
 }
 
 impl AppMetrics {
-    pub fn new(service_name: &str, version: &str) -> Self {
+    /// Registers the service's metrics plus `collectors` (read at scrape time).
+    pub fn new(service_name: &str, version: &str, collectors: Vec<Box<dyn Collector>>) -> Self {
         let mut registry = Registry::default();
         let server_duration =
             DurationFamily::<ServerRequestLabels>::new_with_constructor(duration_histogram);
@@ -128,6 +130,9 @@ impl AppMetrics {
             build_info,
         );
         registry.register_collector(Box::new(ProcessCollector::new()));
+        for collector in collectors {
+            registry.register_collector(collector);
+        }
         Self {
             registry: Arc::new(registry),
             server_duration,

@@ -113,6 +113,7 @@ fn server_span(req: &ServiceRequest, method: &str) -> Span {
         user_agent.original = req.headers().get("user-agent").and_then(|v| v.to_str().ok()),
         http.response.status_code = Empty,
         error.type = Empty,
+        fault.injected = Empty,
     );
     // Setting the parent fails only when the span is disabled (telemetry off): nothing to link.
     let _ = span.set_parent(propagation::extract(req.headers()));

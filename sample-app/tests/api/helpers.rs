@@ -1,7 +1,7 @@
 //! `spawn_app()`: builds the application on port 0 without installing global telemetry, serves
 //! it on the test's runtime and hands back its address and an HTTP client.
 
-use sample_app::{settings::Settings, startup::Application};
+use sample_app::{settings::Settings, startup::Application, telemetry::profiles::CpuProfiler};
 use serde_json::Value;
 
 pub struct TestApp {
@@ -9,12 +9,44 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// The value of the first sample of `name` whose labels include every `labels` pair.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// Settings for a test app with faults enabled, plus extra flags.
+pub fn settings_with_faults(extra: &[&str]) -> Settings {
+    let mut args = vec![
+        "sample-app",
+        "--listen",
+        "127.0.0.1:0",
+        "--faults-enabled",
+        "true",
+    ];
+    args.extend_from_slice(extra);
+    Settings::from_sources(args, |_| None).expect("valid test settings")
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Settings::for_tests()).await
 }
 
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let app = Application::build(&settings, None).expect("the app builds");
+    spawn_app_with_profiler(settings, None).await
+}
+
+pub async fn spawn_app_with_profiler(settings: Settings, profiler: Option<CpuProfiler>) -> TestApp {
+    let app = Application::build(&settings, profiler).expect("the app builds");
     let address = format!("http://{}", app.address());
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
@@ -44,6 +76,30 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    pub async fn put_faults(&self, plan: &str) -> reqwest::Response {
+        self.client
+            .put(self.url("/admin/faults"))
+            .header("content-type", "application/json")
+            .body(plan.to_owned())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn clear_faults(&self) {
+        let response = self
+            .client
+            .delete(self.url("/admin/faults"))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 200);
+    }
+
+    pub async fn status_of(&self, path: &str) -> u16 {
+        self.get(path).await.status().as_u16()
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,0 +1,11 @@
+//! Failure injection for workshops and incident rehearsals: a fault plan switched at run time
+//! through `/admin/faults` (or set at start-up, or per request with `x-fault-*` headers), and
+//! applied to requests so that each fault leaves evidence in every signal it should.
+
+mod inject;
+mod plan;
+mod state;
+
+pub use inject::{DownstreamFault, apply_faults, inject_cpu_burn};
+pub use plan::{FaultPlan, HeaderFaults, PlanError};
+pub use state::{FaultCollector, FaultKind, Faults, FaultsView};
