@@ -4,6 +4,7 @@
 //! Pyroscope binary installs here). Each test proves a correlation instead of assuming it.
 
 mod correlation;
+mod faults;
 mod openmetrics;
 mod profiles;
 mod resilience;
