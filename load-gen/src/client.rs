@@ -1,0 +1,275 @@
+//! The HTTP/1.1 client: hyper connections driven directly (measured ~2x faster than reqwest
+//! here), a bounded pool of keep-alive connections to one target, and every failure sorted
+//! into a kind a person can act on: refused, timeout, reset, dns, other.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode, client::conn::http1::SendRequest, header};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, sync::Semaphore};
+
+/// Why a request got no HTTP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ErrorKind {
+    Refused,
+    Timeout,
+    Reset,
+    Dns,
+    Other,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 5] = [
+        Self::Refused,
+        Self::Timeout,
+        Self::Reset,
+        Self::Dns,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Dns => "dns",
+            Self::Other => "other",
+        }
+    }
+
+    fn of_io(error: &std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        match error.kind() {
+            K::ConnectionRefused => Self::Refused,
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                Self::Reset
+            }
+            K::TimedOut => Self::Timeout,
+            _ => Self::Other,
+        }
+    }
+
+    fn of_hyper(error: &hyper::Error) -> Self {
+        if error.is_timeout() {
+            return Self::Timeout;
+        }
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                return Self::of_io(io);
+            }
+            source = e.source();
+        }
+        if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+            Self::Reset
+        } else {
+            Self::Other
+        }
+    }
+}
+
+/// Where requests go: resolved once, so a bad host name fails the run up front.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: url::Url,
+    pub address: SocketAddr,
+    authority: String,
+    base_path: String,
+}
+
+impl Target {
+    pub async fn resolve(raw: &str) -> anyhow::Result<Self> {
+        let url = url::Url::parse(raw)
+            .with_context(|| format!("'{raw}' is not a URL (like http://127.0.0.1:8080)"))?;
+        if url.scheme() != "http" {
+            bail!("'{raw}': only http:// targets are supported");
+        }
+        let host = url
+            .host_str()
+            .with_context(|| format!("'{raw}' has no host"))?
+            .to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let address = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .with_context(|| format!("could not resolve '{host}' (dns)"))?
+            .next()
+            .with_context(|| format!("'{host}' resolved to no address (dns)"))?;
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        let base_path = url.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            url,
+            address,
+            authority,
+            base_path,
+        })
+    }
+}
+
+/// One request to send.
+pub struct Outgoing {
+    pub method: hyper::Method,
+    pub path_and_query: String,
+    pub body: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// A bounded set of keep-alive connections to one target.
+pub struct Pool {
+    target: Target,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Limits open connections; a request waiting here is still "in flight" and its latency,
+    /// measured from the intended time, includes the wait.
+    slots: Semaphore,
+    timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(target: Target, max_connections: usize, timeout: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            target,
+            idle: Mutex::default(),
+            slots: Semaphore::new(max_connections),
+            timeout,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Sends one request and reads the whole answer; the timeout covers waiting for a
+    /// connection, connecting, sending and reading.
+    pub async fn send(&self, request: Outgoing) -> Result<StatusCode, ErrorKind> {
+        match tokio::time::timeout(self.timeout, self.send_inner(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(ErrorKind::Timeout),
+        }
+    }
+
+    async fn send_inner(&self, request: Outgoing) -> Result<StatusCode, ErrorKind> {
+        let _slot = self.slots.acquire().await.map_err(|_| ErrorKind::Other)?;
+        let mut sender = match self.take_idle() {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        sender.ready().await.map_err(|e| ErrorKind::of_hyper(&e))?;
+        let response = sender
+            .send_request(self.build(request)?)
+            .await
+            .map_err(|e| ErrorKind::of_hyper(&e))?;
+        let status = response.status();
+        response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ErrorKind::of_hyper(&e))?;
+        if !sender.is_closed() {
+            self.idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(sender);
+        }
+        Ok(status)
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ErrorKind> {
+        let stream = TcpStream::connect(self.target.address)
+            .await
+            .map_err(|e| ErrorKind::of_io(&e))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ErrorKind::of_hyper(&e))?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+
+    fn build(&self, request: Outgoing) -> Result<Request<Full<Bytes>>, ErrorKind> {
+        let mut builder = Request::builder()
+            .method(request.method)
+            .uri(format!(
+                "{}{}",
+                self.target.base_path, request.path_and_query
+            ))
+            .header(header::HOST, &self.target.authority);
+        for (name, value) in &request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let body = request.body.map(Bytes::from).unwrap_or_default();
+        builder.body(Full::new(body)).map_err(|_| ErrorKind::Other)
+    }
+}
+
+/// A one-off request outside the load (admin API, Prometheus API): its status and body.
+pub async fn fetch(
+    method: hyper::Method,
+    url: &str,
+    body: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<(StatusCode, String)> {
+    let parsed = url::Url::parse(url).with_context(|| format!("'{url}' is not a URL"))?;
+    let mut origin = parsed.clone();
+    origin.set_path("");
+    origin.set_query(None);
+    let target = Target::resolve(origin.as_str()).await?;
+    let path_and_query = match parsed.query() {
+        Some(q) => format!("{}?{q}", parsed.path()),
+        None => parsed.path().to_owned(),
+    };
+    let headers = body
+        .as_ref()
+        .map(|_| vec![("content-type".to_owned(), "application/json".to_owned())])
+        .unwrap_or_default();
+    let fut = async {
+        let stream = TcpStream::connect(target.address)
+            .await
+            .with_context(|| format!("while connecting to {url}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let pool = Pool {
+            target,
+            idle: Mutex::default(),
+            slots: Semaphore::new(1),
+            timeout,
+        };
+        let request = pool
+            .build(Outgoing {
+                method,
+                path_and_query,
+                body,
+                headers,
+            })
+            .map_err(|k| anyhow::anyhow!("could not build the request ({})", k.as_str()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .with_context(|| format!("while sending to {url}"))?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok::<_, anyhow::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .with_context(|| format!("{url} did not answer within {timeout:?}"))?
+}

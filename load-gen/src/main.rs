@@ -1,0 +1,84 @@
+//! `load-gen`: parse options, run, print the report, exit with a code that means something
+//! (0 ok, 1 error or failed verification, 2 bad usage, 130 interrupted).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use load_gen::{
+    cli::{Cli, Command, Output, ScenarioCommand},
+    report::Report,
+    run::execute,
+    scenario::{self, Scenario},
+    signals::on_interrupt,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let plan = args.plan().await?;
+            let report = execute(plan, on_interrupt()).await;
+            print_report(&report, args.common.output)?;
+            Ok(if report.interrupted {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Scenario(ScenarioCommand::List(dir)) => {
+            let mut all_valid = true;
+            for (name, parsed) in scenario::list(&dir.dir)? {
+                match parsed {
+                    Ok(s) => println!(
+                        "{name:<16} {}  (expects: {})",
+                        s.description,
+                        expectations(&s)
+                    ),
+                    Err(e) => {
+                        all_valid = false;
+                        println!("{name:<16} INVALID: {e:#}");
+                    }
+                }
+            }
+            Ok(if all_valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Scenario(ScenarioCommand::Run(args)) => {
+            load_gen::cli::run_scenario_command(args, print_report).await
+        }
+    }
+}
+
+fn expectations(s: &Scenario) -> String {
+    let mut parts = s.expected_alerts.clone();
+    if s.none_firing_at_end {
+        parts.push("no alert firing at the end".into());
+    }
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
+        Output::Table => print!("{}", report.render_table()),
+    }
+    Ok(())
+}

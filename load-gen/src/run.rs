@@ -1,0 +1,291 @@
+//! Runs the load: an open-model scheduler (request *i* sent at `start + due(i)`, whatever the
+//! server is doing) or closed-model workers (each sends its next request when the last one is
+//! answered), every request recorded from its intended time into the run's statistics, and a
+//! stop signal (Ctrl-C, SIGTERM, a scenario's end) that stops scheduling, drains what is in
+//! flight, and still yields a report.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use tokio::sync::{Semaphore, watch};
+
+use crate::{
+    client::{Outgoing, Pool},
+    metrics::{LoadMetrics, Outcome},
+    mix::RequestMix,
+    progress::Progress,
+    report::{LATE_AFTER, Model, Report, RunFacts, RunStats},
+    schedule::ArrivalSchedule,
+};
+
+/// How the load is shaped.
+#[derive(Debug, Clone)]
+pub enum LoadShape {
+    Open {
+        schedule: ArrivalSchedule,
+        max_in_flight: usize,
+    },
+    Closed {
+        concurrency: usize,
+        duration: Duration,
+    },
+}
+
+pub struct RunPlan {
+    pub pool: Arc<Pool>,
+    pub shape: LoadShape,
+    pub mix: Arc<RequestMix>,
+    pub max_requests: Option<u64>,
+    pub seed: u64,
+    /// The sampled flag of the `traceparent` sent with every request.
+    pub trace_sampled: bool,
+    pub metrics: Option<LoadMetrics>,
+    pub progress: Progress,
+    /// How long in-flight requests may take to finish once scheduling stops.
+    pub drain_timeout: Duration,
+}
+
+/// Fires when the run should stop early.
+pub type StopSignal = watch::Receiver<bool>;
+
+struct Shared {
+    pool: Arc<Pool>,
+    mix: Arc<RequestMix>,
+    stats: Mutex<RunStats>,
+    metrics: Option<LoadMetrics>,
+    trace_sampled: bool,
+    start: Instant,
+}
+
+impl Shared {
+    /// Sends one request due at `intended` and records it.
+    async fn send(&self, rng: &mut StdRng, intended: Instant) {
+        let planned = self.mix.draw(rng);
+        let mut headers = planned.headers;
+        headers.push(("traceparent".into(), traceparent(rng, self.trace_sampled)));
+        let outgoing = Outgoing {
+            method: planned.method,
+            path_and_query: planned.path_and_query,
+            body: planned.body,
+            headers,
+        };
+        let sent_at = Instant::now();
+        if let Some(m) = &self.metrics {
+            m.in_flight.inc();
+        }
+        let outcome = self.pool.send(outgoing).await.map(|s| s.as_u16());
+        let finished = Instant::now();
+        let latency = finished - intended;
+        if let Some(m) = &self.metrics {
+            m.in_flight.dec();
+            m.duration.observe(latency.as_secs_f64());
+            let outcome = match outcome {
+                Ok(status) => format!("{}xx", status / 100),
+                Err(kind) => kind.as_str().to_owned(),
+            };
+            m.completed.get_or_create(&Outcome { outcome }).inc();
+        }
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).record(
+            outcome,
+            latency,
+            finished - sent_at,
+        );
+    }
+
+    fn note_sent(&self, intended: Instant) {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(intended) > LATE_AFTER;
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        stats.sent += 1;
+        stats.late += u64::from(late);
+        stats.last_send = stats.last_send.max(now - self.start);
+        drop(stats);
+        if let Some(m) = &self.metrics {
+            m.sent.inc();
+            if late {
+                m.late.inc();
+            }
+        }
+    }
+}
+
+/// A W3C `traceparent` with fresh random ids, so every request starts its own trace.
+pub fn traceparent(rng: &mut impl Rng, sampled: bool) -> String {
+    let trace_id: u128 = rng.random::<u128>().max(1);
+    let span_id: u64 = rng.random::<u64>().max(1);
+    format!(
+        "00-{trace_id:032x}-{span_id:016x}-{}",
+        if sampled { "01" } else { "00" }
+    )
+}
+
+/// Runs the plan until it ends or `stop` fires; returns the report.
+pub async fn execute(plan: RunPlan, mut stop: StopSignal) -> Report {
+    let shared = Arc::new(Shared {
+        pool: plan.pool.clone(),
+        mix: plan.mix.clone(),
+        stats: Mutex::default(),
+        metrics: plan.metrics.clone(),
+        trace_sampled: plan.trace_sampled,
+        start: Instant::now(),
+    });
+    let ticker = plan.progress.start(shared.start, {
+        let shared = shared.clone();
+        move || {
+            let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                stats.sent,
+                stats.completed(),
+                stats.failed(),
+                stats.dropped,
+                stats.latency_ms_at(0.5),
+                stats.latency_ms_at(0.99),
+            )
+        }
+    });
+    let (model, target_rate, send_window, interrupted) = match &plan.shape {
+        LoadShape::Open {
+            schedule,
+            max_in_flight,
+        } => {
+            let (window, interrupted) =
+                run_open(&shared, schedule, *max_in_flight, &plan, &mut stop).await;
+            let rate = schedule.total_requests() as f64 / schedule.duration().as_secs_f64();
+            (Model::Open, Some(rate), window, interrupted)
+        }
+        LoadShape::Closed {
+            concurrency,
+            duration,
+        } => {
+            let (window, interrupted) =
+                run_closed(&shared, *concurrency, *duration, &plan, &stop).await;
+            (Model::Closed, None, window, interrupted)
+        }
+    };
+    ticker.finish();
+    let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+    Report::build(
+        &stats,
+        RunFacts {
+            target: shared.pool.target().url.to_string(),
+            model,
+            target_rate,
+            elapsed: shared.start.elapsed(),
+            send_window,
+            interrupted,
+        },
+    )
+}
+
+async fn run_open(
+    shared: &Arc<Shared>,
+    schedule: &ArrivalSchedule,
+    max_in_flight: usize,
+    plan: &RunPlan,
+    stop: &mut StopSignal,
+) -> (Duration, bool) {
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let mut interrupted = false;
+    let mut index = 0u64;
+    while let Some(due) = schedule.due(index) {
+        if plan.max_requests.is_some_and(|max| index >= max) {
+            break;
+        }
+        let intended = shared.start + due;
+        if Instant::now() < intended {
+            tokio::select! {
+                _ = tokio::time::sleep_until(intended.into()) => {}
+                _ = stop.changed() => { interrupted = true; break; }
+            }
+        } else if *stop.borrow() {
+            interrupted = true;
+            break;
+        }
+        if let Some(m) = &shared.metrics {
+            m.offered_rate.set(schedule.rate_at(due));
+        }
+        index += 1;
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            shared
+                .stats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dropped += 1;
+            if let Some(m) = &shared.metrics {
+                m.dropped.inc();
+            }
+            continue;
+        };
+        shared.note_sent(intended);
+        let mut request_rng = StdRng::seed_from_u64(rng.random());
+        let task = shared.clone();
+        tokio::spawn(async move {
+            task.send(&mut request_rng, intended).await;
+            drop(permit);
+        });
+    }
+    if let Some(m) = &shared.metrics {
+        m.offered_rate.set(0.0);
+    }
+    let window = if interrupted {
+        shared.start.elapsed()
+    } else {
+        schedule.duration()
+    };
+    drain(&in_flight, max_in_flight, plan.drain_timeout).await;
+    (window, interrupted)
+}
+
+async fn run_closed(
+    shared: &Arc<Shared>,
+    concurrency: usize,
+    duration: Duration,
+    plan: &RunPlan,
+    stop: &StopSignal,
+) -> (Duration, bool) {
+    let end = shared.start + duration;
+    let claimed = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::with_capacity(concurrency);
+    for worker in 0..concurrency {
+        let (task, claimed, stop, max) = (
+            shared.clone(),
+            claimed.clone(),
+            stop.clone(),
+            plan.max_requests,
+        );
+        let mut rng = StdRng::seed_from_u64(plan.seed.wrapping_add(worker as u64));
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < end
+                && !*stop.borrow()
+                && max.is_none_or(|m| claimed.fetch_add(1, Ordering::Relaxed) < m)
+            {
+                let now = Instant::now();
+                task.note_sent(now);
+                task.send(&mut rng, now).await;
+            }
+        }));
+    }
+    let all_done = async {
+        for w in workers {
+            let _ = w.await;
+        }
+    };
+    let interrupted = tokio::select! {
+        _ = all_done => *stop.borrow(),
+        _ = tokio::time::sleep_until((end + plan.drain_timeout).into()) => true,
+    };
+    (shared.start.elapsed().min(duration), interrupted)
+}
+
+/// Waits until every in-flight request has finished, at most `timeout`.
+async fn drain(in_flight: &Arc<Semaphore>, max_in_flight: usize, timeout: Duration) {
+    let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(timeout, in_flight.acquire_many(all)).await;
+}

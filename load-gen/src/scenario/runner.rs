@@ -1,0 +1,241 @@
+//! Runs a scenario: the traffic, the fault timeline against each service's `/admin/faults`,
+//! the alert watch — and, whatever happens (normal end, error, Ctrl-C), clears every fault it
+//! switched on before returning.
+
+use std::{
+    collections::BTreeSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use hyper::Method;
+use tokio::sync::watch;
+
+use super::{AlertWatch, Scenario, Service, Traffic, Verdict};
+use crate::{
+    cli::{CommonArgs, check_reachable},
+    client::{Target, fetch},
+    report::Report,
+    run::{LoadShape, RunPlan, StopSignal, execute},
+    schedule::ArrivalSchedule,
+};
+
+const POLL_EVERY: Duration = Duration::from_secs(2);
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where the scenario acts.
+pub struct Endpoints {
+    pub target: String,
+    pub downstream: Option<String>,
+    pub prometheus: Option<String>,
+    pub grafana: Option<String>,
+}
+
+pub struct ScenarioOutcome {
+    pub report: Report,
+    pub verdict: Option<Verdict>,
+    pub links: Vec<String>,
+}
+
+impl Endpoints {
+    fn admin_url(&self, service: Service) -> anyhow::Result<String> {
+        let base = match service {
+            Service::Entry => &self.target,
+            Service::Downstream => self
+                .downstream
+                .as_ref()
+                .context("the scenario switches faults on the downstream: pass --downstream URL")?,
+        };
+        Ok(format!("{}/admin/faults", base.trim_end_matches('/')))
+    }
+}
+
+pub async fn run_scenario(
+    scenario: &Scenario,
+    endpoints: &Endpoints,
+    common: &CommonArgs,
+    stop: StopSignal,
+) -> anyhow::Result<ScenarioOutcome> {
+    for step in &scenario.faults {
+        endpoints.admin_url(step.service)?;
+    }
+    let target = Target::resolve(&endpoints.target)
+        .await
+        .context("--target")?;
+    check_reachable(&target).await?;
+    let touched = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let result = run_inner(scenario, endpoints, common, stop, target, touched.clone()).await;
+    let services: Vec<Service> = touched
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let cleanup = clear_faults(endpoints, &services).await;
+    let outcome = result?;
+    cleanup?;
+    Ok(outcome)
+}
+
+async fn run_inner(
+    scenario: &Scenario,
+    endpoints: &Endpoints,
+    common: &CommonArgs,
+    mut user_stop: StopSignal,
+    target: Target,
+    touched: Arc<std::sync::Mutex<BTreeSet<Service>>>,
+) -> anyhow::Result<ScenarioOutcome> {
+    let schedule = match &scenario.traffic {
+        Traffic::Rate { rate, duration } => ArrivalSchedule::constant(*rate, *duration)?,
+        Traffic::Stages(spec) => ArrivalSchedule::from_stages(spec)?,
+    };
+    let plan = RunPlan {
+        pool: common.pool(target),
+        shape: LoadShape::Open {
+            schedule,
+            max_in_flight: common.max_in_flight as usize,
+        },
+        mix: common.load_mix()?,
+        max_requests: None,
+        seed: common.seed,
+        trace_sampled: common.trace_sampled,
+        metrics: common.metrics().await?,
+        progress: common.progress(),
+        drain_timeout: common.drain_timeout(),
+    };
+    // The run stops on the user's signal or when the timeline fails.
+    let (stop_run, run_stop) = watch::channel(false);
+    let start = Instant::now();
+    let run = tokio::spawn(execute(plan, run_stop));
+    let watch = endpoints
+        .prometheus
+        .as_deref()
+        .map(|p| Arc::new(AlertWatch::new(p, start)));
+
+    let timeline = async {
+        for step in &scenario.faults {
+            let due = start + step.at;
+            loop {
+                if let Some(w) = &watch {
+                    w.poll().await.context("while polling Prometheus alerts")?;
+                }
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL_EVERY.min(due - now)) => {}
+                    _ = user_stop.changed() => return Ok::<bool, anyhow::Error>(true),
+                }
+            }
+            // Noted before the call: a plan that half-applied must still be cleared.
+            touched.lock().unwrap_or_else(|p| p.into_inner()).insert(step.service);
+            apply(endpoints, step.service, step.plan.as_ref()).await?;
+        }
+        let end = start + scenario.duration;
+        while Instant::now() < end {
+            if let Some(w) = &watch {
+                w.poll().await.context("while polling Prometheus alerts")?;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_EVERY.min(end.saturating_duration_since(Instant::now()))) => {}
+                _ = user_stop.changed() => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+    .await;
+    let interrupted = match &timeline {
+        Ok(interrupted) => *interrupted,
+        Err(_) => true,
+    };
+    if interrupted {
+        let _ = stop_run.send(true);
+    }
+    let report = run.await.context("the load task failed")?;
+    timeline?;
+
+    let verdict = match &watch {
+        Some(w) if !interrupted => {
+            let at_end = w
+                .active()
+                .await
+                .context("while reading the alerts at the end")?;
+            Some(Verdict::judge(scenario, &w.seen(), &at_end))
+        }
+        _ => None,
+    };
+    let links = evidence_links(endpoints.grafana.as_deref(), scenario, start);
+    Ok(ScenarioOutcome {
+        report,
+        verdict,
+        links,
+    })
+}
+
+async fn apply(
+    endpoints: &Endpoints,
+    service: Service,
+    plan: Option<&serde_json::Value>,
+) -> anyhow::Result<()> {
+    let url = endpoints.admin_url(service)?;
+    let (method, body) = match plan {
+        Some(plan) => (Method::PUT, Some(plan.to_string())),
+        None => (Method::DELETE, None),
+    };
+    let (status, answer) = fetch(method.clone(), &url, body, ADMIN_TIMEOUT)
+        .await
+        .with_context(|| format!("while switching faults on the {} service", service.as_str()))?;
+    if !status.is_success() {
+        bail!(
+            "{method} {url} answered {status}: {answer} (is SAMPLE_APP_FAULTS_ENABLED=true on the {} service?)",
+            service.as_str()
+        );
+    }
+    eprintln!(
+        "load-gen: {} faults on {}: {}",
+        if plan.is_some() { "set" } else { "cleared" },
+        service.as_str(),
+        plan.map(ToString::to_string).unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Clears faults on every service the scenario touched; tries them all, reports the first error.
+async fn clear_faults(endpoints: &Endpoints, services: &[Service]) -> anyhow::Result<()> {
+    let mut first_error = None;
+    for &service in services {
+        if let Err(e) = apply(endpoints, service, None).await {
+            eprintln!(
+                "load-gen: could not clear faults on {}: {e:#}",
+                service.as_str()
+            );
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn evidence_links(grafana: Option<&str>, scenario: &Scenario, start: Instant) -> Vec<String> {
+    let Some(grafana) = grafana.map(|g| g.trim_end_matches('/')) else {
+        return Vec::new();
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let from_ms = now_ms.saturating_sub(start.elapsed().as_millis() + 60_000);
+    let range = format!("from={from_ms}&to={now_ms}");
+    let mut links = vec![
+        format!("{grafana}/d/four-signal-overview?{range}"),
+        format!("{grafana}/d/service-drilldown?var-service=sample-app&{range}"),
+    ];
+    links.extend(
+        scenario
+            .expected_alerts
+            .iter()
+            .map(|a| format!("{grafana}/alerting/list?search=label:alertname%3D{a}")),
+    );
+    links
+}

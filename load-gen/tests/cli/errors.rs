@@ -1,0 +1,139 @@
+//! Bad flags, unreachable targets and invalid files give a clear error with the cause and a
+//! non-zero exit, and never a panic.
+
+use crate::support::load_gen;
+
+async fn fails_with(args: &[&str], code: i32, says: &str) {
+    let output = load_gen(args).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+    assert!(stderr.contains(says), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+}
+
+#[tokio::test]
+async fn bad_usage_exits_2_naming_the_flag() {
+    fails_with(
+        &[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--rate",
+            "5",
+            "--concurrency",
+            "2",
+        ],
+        2,
+        "cannot be used with",
+    )
+    .await;
+    fails_with(
+        &[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--duration",
+            "soon",
+            "--rate",
+            "1",
+        ],
+        2,
+        "--duration",
+    )
+    .await;
+    fails_with(
+        &[
+            "run",
+            "--target",
+            "http://127.0.0.1:1",
+            "--concurrency",
+            "0",
+        ],
+        2,
+        "--concurrency",
+    )
+    .await;
+    fails_with(&["scenario", "run"], 2, "NAME").await;
+}
+
+#[tokio::test]
+async fn invalid_values_and_files_exit_1_with_the_cause() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let closed = format!("http://127.0.0.1:{port}");
+    fails_with(
+        &["run", "--target", &closed, "--rate", "5"],
+        1,
+        "cannot connect",
+    )
+    .await;
+    fails_with(
+        &[
+            "run",
+            "--target",
+            "http://no-such-host.invalid",
+            "--rate",
+            "5",
+        ],
+        1,
+        "could not resolve",
+    )
+    .await;
+    fails_with(
+        &["run", "--target", "https://127.0.0.1:1", "--rate", "5"],
+        1,
+        "only http://",
+    )
+    .await;
+    fails_with(
+        &["run", "--target", &closed, "--rate", "0"],
+        1,
+        "--rate must be a positive",
+    )
+    .await;
+    fails_with(
+        &["run", "--target", &closed, "--stages", "30s"],
+        1,
+        "DURATION:RATE",
+    )
+    .await;
+    fails_with(
+        &[
+            "run",
+            "--target",
+            &closed,
+            "--rate",
+            "5",
+            "--mix",
+            "no/such/mix.toml",
+        ],
+        1,
+        "no/such/mix.toml",
+    )
+    .await;
+    fails_with(
+        &[
+            "run",
+            "--target",
+            &closed,
+            "--rate",
+            "5",
+            "--mix",
+            "Cargo.toml",
+        ],
+        1,
+        "not a valid mix",
+    )
+    .await;
+    fails_with(&["run"], 2, "--target").await;
+    fails_with(&["scenario", "run", "no-such-scenario"], 1, "baseline").await;
+    fails_with(
+        &["scenario", "run", "baseline", "--time-scale", "100"],
+        1,
+        "--time-scale",
+    )
+    .await;
+}

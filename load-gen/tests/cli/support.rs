@@ -1,0 +1,120 @@
+//! A test HTTP server that records when each request arrived (and its traceparent) and can
+//! delay, stall or never answer; and a way to run the `load-gen` binary.
+
+use std::{
+    convert::Infallible,
+    path::PathBuf,
+    process::Output,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// Every answer waits this long.
+    pub delay: Duration,
+    /// Requests arriving inside this window wait until its end (a 1 s GC pause, say).
+    pub stall: Option<(Duration, Duration)>,
+    /// Accept and read, never answer.
+    pub never_answer: bool,
+    /// The body of every answer (`{}` by default).
+    pub body: Option<&'static str>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Arrival {
+    pub at: Duration,
+    pub traceparent: Option<String>,
+}
+
+pub struct TestServer {
+    pub url: String,
+    pub arrivals: Arc<Mutex<Vec<Arrival>>>,
+}
+
+impl TestServer {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let arrivals: Arc<Mutex<Vec<Arrival>>> = Arc::default();
+        let started = Instant::now();
+        let seen = arrivals.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (seen, behaviour) = (seen.clone(), behaviour.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let at = started.elapsed();
+                        let traceparent = req
+                            .headers()
+                            .get("traceparent")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        seen.lock().unwrap().push(Arrival { at, traceparent });
+                        let behaviour = behaviour.clone();
+                        async move {
+                            if behaviour.never_answer {
+                                std::future::pending::<()>().await;
+                            }
+                            let mut wait = behaviour.delay;
+                            if let Some((from, to)) = behaviour.stall
+                                && at >= from
+                                && at < to
+                            {
+                                wait += to - at;
+                            }
+                            tokio::time::sleep(wait).await;
+                            let body = behaviour.body.unwrap_or("{}");
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                body.as_bytes(),
+                            ))))
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, arrivals }
+    }
+
+    pub fn count(&self) -> usize {
+        self.arrivals.lock().unwrap().len()
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Runs `load-gen ARGS` to completion (from the workspace root) and returns its output.
+pub async fn load_gen(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_load-gen"))
+        .args(args)
+        .current_dir(workspace_root())
+        .output()
+        .await
+        .expect("load-gen runs")
+}
+
+/// Runs load-gen with `--output json --quiet` and parses its report.
+pub async fn report(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json", "--quiet"]);
+    let output = load_gen(&all).await;
+    assert!(
+        output.status.success(),
+        "load-gen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON report")
+}
