@@ -32,6 +32,12 @@ pub enum Command {
     /// List or run incident scenarios (traffic + faults + the alerts they must trip).
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Receive Alertmanager webhooks and log each alert as a JSON line (an offline receiver).
+    AlertLog {
+        /// Address to listen on.
+        #[arg(long, env = "ALERT_LOG_LISTEN", default_value = "127.0.0.1:9095")]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +225,7 @@ impl RunArgs {
             metrics: self.common.metrics().await?,
             progress: self.common.progress(),
             drain_timeout: self.common.drain_timeout(),
+            request_timeout: self.common.timeout,
         })
     }
 }

@@ -5,15 +5,21 @@
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{Request, StatusCode, client::conn::http1::SendRequest, header};
+use hyper::{
+    Request, StatusCode,
+    client::conn::http1::SendRequest,
+    header::{self, HeaderValue},
+};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::Semaphore};
+
+use crate::mix::Headers;
 
 /// Why a request got no HTTP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,7 +86,7 @@ impl ErrorKind {
 pub struct Target {
     pub url: url::Url,
     pub address: SocketAddr,
-    authority: String,
+    host_header: HeaderValue,
     base_path: String,
 }
 
@@ -105,11 +111,13 @@ impl Target {
             Some(p) => format!("{host}:{p}"),
             None => host,
         };
+        let host_header = HeaderValue::from_str(&authority)
+            .with_context(|| format!("'{authority}' is not a valid Host"))?;
         let base_path = url.path().trim_end_matches('/').to_owned();
         Ok(Self {
             url,
             address,
-            authority,
+            host_header,
             base_path,
         })
     }
@@ -120,13 +128,20 @@ pub struct Outgoing {
     pub method: hyper::Method,
     pub path_and_query: String,
     pub body: Option<String>,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
+    pub traceparent: Option<HeaderValue>,
 }
 
-/// A bounded set of keep-alive connections to one target.
+/// What one exchange gave: the status, and when the request actually went out on a
+/// connection (after any wait for one): the start of the service-time view.
+pub type Answered = (StatusCode, Instant);
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// A bounded set of keep-alive connections to one target (the open model's requests).
 pub struct Pool {
     target: Target,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Sender>>,
     /// Limits open connections; a request waiting here is still "in flight" and its latency,
     /// measured from the intended time, includes the wait.
     slots: Semaphore,
@@ -149,76 +164,118 @@ impl Pool {
 
     /// Sends one request and reads the whole answer; the timeout covers waiting for a
     /// connection, connecting, sending and reading.
-    pub async fn send(&self, request: Outgoing) -> Result<StatusCode, ErrorKind> {
-        match tokio::time::timeout(self.timeout, self.send_inner(request)).await {
-            Ok(result) => result,
-            Err(_) => Err(ErrorKind::Timeout),
-        }
-    }
-
-    async fn send_inner(&self, request: Outgoing) -> Result<StatusCode, ErrorKind> {
-        let _slot = self.slots.acquire().await.map_err(|_| ErrorKind::Other)?;
-        let mut sender = match self.take_idle() {
-            Some(sender) => sender,
-            None => self.connect().await?,
-        };
-        sender.ready().await.map_err(|e| ErrorKind::of_hyper(&e))?;
-        let response = sender
-            .send_request(self.build(request)?)
-            .await
-            .map_err(|e| ErrorKind::of_hyper(&e))?;
-        let status = response.status();
-        response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ErrorKind::of_hyper(&e))?;
-        if !sender.is_closed() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(sender);
-        }
-        Ok(status)
-    }
-
-    fn take_idle(&self) -> Option<SendRequest<Full<Bytes>>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(sender) = idle.pop() {
+    pub async fn send(&self, request: Outgoing) -> Result<Answered, ErrorKind> {
+        let exchange = async {
+            let _slot = self.slots.acquire().await.map_err(|_| ErrorKind::Other)?;
+            let mut sender = match self.take_idle() {
+                Some(sender) => sender,
+                None => connect(&self.target).await?,
+            };
+            let answered = exchange(&mut sender, build(&self.target, request)?).await?;
             if !sender.is_closed() {
-                return Some(sender);
+                self.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(sender);
             }
-        }
-        None
+            Ok(answered)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(ErrorKind::Timeout))
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, ErrorKind> {
-        let stream = TcpStream::connect(self.target.address)
-            .await
-            .map_err(|e| ErrorKind::of_io(&e))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ErrorKind::of_hyper(&e))?;
-        tokio::spawn(connection);
-        Ok(sender)
-    }
-
-    fn build(&self, request: Outgoing) -> Result<Request<Full<Bytes>>, ErrorKind> {
-        let mut builder = Request::builder()
-            .method(request.method)
-            .uri(format!(
-                "{}{}",
-                self.target.base_path, request.path_and_query
-            ))
-            .header(header::HOST, &self.target.authority);
-        for (name, value) in &request.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let body = request.body.map(Bytes::from).unwrap_or_default();
-        builder.body(Full::new(body)).map_err(|_| ErrorKind::Other)
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::from_fn(|| idle.pop()).find(|sender| !sender.is_closed())
     }
 }
+
+/// One connection owned by one closed-model worker: no pool, no lock, no shared state.
+pub struct Dedicated {
+    target: Target,
+    sender: Option<Sender>,
+    timeout: Duration,
+}
+
+impl Dedicated {
+    pub fn new(target: Target, timeout: Duration) -> Self {
+        Self {
+            target,
+            sender: None,
+            timeout,
+        }
+    }
+
+    pub async fn send(&mut self, request: Outgoing) -> Result<Answered, ErrorKind> {
+        let (target, slot) = (&self.target, &mut self.sender);
+        let exchange = async {
+            let mut sender = match slot.take().filter(|s| !s.is_closed()) {
+                Some(sender) => sender,
+                None => connect(target).await?,
+            };
+            let answered = exchange(&mut sender, build(target, request)?).await?;
+            *slot = Some(sender);
+            Ok(answered)
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .unwrap_or(Err(ErrorKind::Timeout))
+    }
+}
+
+async fn connect(target: &Target) -> Result<Sender, ErrorKind> {
+    let stream = TcpStream::connect(target.address)
+        .await
+        .map_err(|e| ErrorKind::of_io(&e))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ErrorKind::of_hyper(&e))?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
+async fn exchange(
+    sender: &mut Sender,
+    request: Request<Full<Bytes>>,
+) -> Result<Answered, ErrorKind> {
+    sender.ready().await.map_err(|e| ErrorKind::of_hyper(&e))?;
+    let sent = Instant::now();
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| ErrorKind::of_hyper(&e))?;
+    let status = response.status();
+    response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ErrorKind::of_hyper(&e))?;
+    Ok((status, sent))
+}
+
+fn build(target: &Target, request: Outgoing) -> Result<Request<Full<Bytes>>, ErrorKind> {
+    let uri = if target.base_path.is_empty() {
+        request.path_and_query
+    } else {
+        format!("{}{}", target.base_path, request.path_and_query)
+    };
+    let mut builder = Request::builder().method(request.method).uri(uri);
+    let headers = builder.headers_mut().ok_or(ErrorKind::Other)?;
+    headers.insert(header::HOST, target.host_header.clone());
+    for (name, value) in request.headers.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+    if let Some(traceparent) = request.traceparent {
+        headers.insert(TRACEPARENT, traceparent);
+    }
+    builder
+        .body(Full::new(request.body.map(Bytes::from).unwrap_or_default()))
+        .map_err(|_| ErrorKind::Other)
+}
+
+const TRACEPARENT: header::HeaderName = header::HeaderName::from_static("traceparent");
 
 /// A one-off request outside the load (admin API, Prometheus API): its status and body.
 pub async fn fetch(
@@ -236,10 +293,24 @@ pub async fn fetch(
         Some(q) => format!("{}?{q}", parsed.path()),
         None => parsed.path().to_owned(),
     };
-    let headers = body
-        .as_ref()
-        .map(|_| vec![("content-type".to_owned(), "application/json".to_owned())])
-        .unwrap_or_default();
+    let headers: Headers = match body {
+        Some(_) => Arc::from([(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )]),
+        None => Arc::from([]),
+    };
+    let request = build(
+        &target,
+        Outgoing {
+            method,
+            path_and_query,
+            body,
+            headers,
+            traceparent: None,
+        },
+    )
+    .map_err(|k| anyhow::anyhow!("could not build a request for {url} ({})", k.as_str()))?;
     let fut = async {
         let stream = TcpStream::connect(target.address)
             .await
@@ -247,20 +318,6 @@ pub async fn fetch(
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
-        let pool = Pool {
-            target,
-            idle: Mutex::default(),
-            slots: Semaphore::new(1),
-            timeout,
-        };
-        let request = pool
-            .build(Outgoing {
-                method,
-                path_and_query,
-                body,
-                headers,
-            })
-            .map_err(|k| anyhow::anyhow!("could not build the request ({})", k.as_str()))?;
         let response = sender
             .send_request(request)
             .await

@@ -7,6 +7,7 @@
 //! client ([`client`]) → statistics and report ([`report`]), with live [`progress`] and the
 //! generator's own [`metrics`]; [`scenario`] drives runs with a fault timeline.
 
+pub mod alert_log;
 pub mod cli;
 pub mod client;
 pub mod metrics;

@@ -60,6 +60,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scenario(ScenarioCommand::Run(args)) => {
             load_gen::cli::run_scenario_command(args, print_report).await
         }
+        Command::AlertLog { listen } => {
+            load_gen::alert_log::serve(listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

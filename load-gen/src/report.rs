@@ -63,6 +63,22 @@ impl RunStats {
         }
     }
 
+    /// Adds `other` (another shard of the same run) into this one.
+    pub fn merge(&mut self, other: &RunStats) {
+        let _ = self.latency_us.add(&other.latency_us);
+        let _ = self.service_us.add(&other.service_us);
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += n;
+        }
+        for (kind, n) in &other.errors {
+            *self.errors.entry(*kind).or_default() += n;
+        }
+        self.sent += other.sent;
+        self.dropped += other.dropped;
+        self.late += other.late;
+        self.last_send = self.last_send.max(other.last_send);
+    }
+
     pub fn completed(&self) -> u64 {
         self.statuses.values().sum::<u64>() + self.errors.values().sum::<u64>()
     }

@@ -12,11 +12,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::sync::{Semaphore, watch};
 
+use std::io::Write as _;
+
+use hyper::header::HeaderValue;
+
 use crate::{
-    client::{Outgoing, Pool},
+    client::{Answered, Dedicated, ErrorKind, Outgoing, Pool},
     metrics::{LoadMetrics, Outcome},
     mix::RequestMix,
     progress::Progress,
@@ -49,38 +53,67 @@ pub struct RunPlan {
     pub progress: Progress,
     /// How long in-flight requests may take to finish once scheduling stops.
     pub drain_timeout: Duration,
+    /// Per request (closed-model connections are made here; the pool has its own).
+    pub request_timeout: Duration,
 }
 
 /// Fires when the run should stop early.
 pub type StopSignal = watch::Receiver<bool>;
 
+/// Statistics are kept in shards so concurrent requests rarely share a lock; the report and
+/// the progress line merge them.
+const SHARDS: usize = 16;
+
 struct Shared {
     pool: Arc<Pool>,
     mix: Arc<RequestMix>,
-    stats: Mutex<RunStats>,
+    shards: Vec<Mutex<RunStats>>,
     metrics: Option<LoadMetrics>,
     trace_sampled: bool,
     start: Instant,
 }
 
 impl Shared {
-    /// Sends one request due at `intended` and records it.
-    async fn send(&self, rng: &mut StdRng, intended: Instant) {
+    fn shard(&self, index: usize) -> std::sync::MutexGuard<'_, RunStats> {
+        self.shards[index % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn merged(&self) -> RunStats {
+        let mut all = RunStats::default();
+        for shard in &self.shards {
+            all.merge(&shard.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+        all
+    }
+
+    /// The next request to send, with its own trace.
+    fn draw(&self, rng: &mut SmallRng) -> Outgoing {
         let planned = self.mix.draw(rng);
-        let mut headers = planned.headers;
-        headers.push(("traceparent".into(), traceparent(rng, self.trace_sampled)));
-        let outgoing = Outgoing {
+        Outgoing {
             method: planned.method,
             path_and_query: planned.path_and_query,
             body: planned.body,
-            headers,
-        };
-        let sent_at = Instant::now();
-        if let Some(m) = &self.metrics {
-            m.in_flight.inc();
+            headers: planned.headers,
+            traceparent: Some(traceparent(rng, self.trace_sampled)),
         }
-        let outcome = self.pool.send(outgoing).await.map(|s| s.as_u16());
+    }
+
+    /// Records one finished request: latency from `intended`, service time from when it went
+    /// out on a connection (or from `attempted` when it never did).
+    fn record(
+        &self,
+        shard: usize,
+        result: Result<Answered, ErrorKind>,
+        intended: Instant,
+        attempted: Instant,
+    ) {
         let finished = Instant::now();
+        let (outcome, service_start) = match result {
+            Ok((status, sent)) => (Ok(status.as_u16()), sent),
+            Err(kind) => (Err(kind), attempted),
+        };
         let latency = finished - intended;
         if let Some(m) = &self.metrics {
             m.in_flight.dec();
@@ -91,23 +124,39 @@ impl Shared {
             };
             m.completed.get_or_create(&Outcome { outcome }).inc();
         }
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).record(
+        self.shard(shard).record(
             outcome,
             latency,
-            finished - sent_at,
+            finished.saturating_duration_since(service_start),
         );
     }
 
-    fn note_sent(&self, intended: Instant) {
-        let now = Instant::now();
-        let late = now.saturating_duration_since(intended) > LATE_AFTER;
-        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        stats.sent += 1;
-        stats.late += u64::from(late);
-        stats.last_send = stats.last_send.max(now - self.start);
-        drop(stats);
+    /// A closed-model request: sent the moment it was planned, so sent and done in one lock.
+    fn record_closed(&self, shard: usize, result: Result<Answered, ErrorKind>, started: Instant) {
         if let Some(m) = &self.metrics {
             m.sent.inc();
+            m.in_flight.inc();
+        }
+        {
+            let mut stats = self.shard(shard);
+            stats.sent += 1;
+            stats.last_send = stats.last_send.max(started - self.start);
+        }
+        self.record(shard, result, started, started);
+    }
+
+    fn note_sent(&self, shard: usize, intended: Instant) {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(intended) > LATE_AFTER;
+        {
+            let mut stats = self.shard(shard);
+            stats.sent += 1;
+            stats.late += u64::from(late);
+            stats.last_send = stats.last_send.max(now - self.start);
+        }
+        if let Some(m) = &self.metrics {
+            m.sent.inc();
+            m.in_flight.inc();
             if late {
                 m.late.inc();
             }
@@ -115,14 +164,19 @@ impl Shared {
     }
 }
 
-/// A W3C `traceparent` with fresh random ids, so every request starts its own trace.
-pub fn traceparent(rng: &mut impl Rng, sampled: bool) -> String {
+/// A W3C `traceparent` with fresh random ids, so every request starts its own trace; written
+/// into a stack buffer, no allocation.
+pub fn traceparent(rng: &mut impl Rng, sampled: bool) -> HeaderValue {
     let trace_id: u128 = rng.random::<u128>().max(1);
     let span_id: u64 = rng.random::<u64>().max(1);
-    format!(
+    let mut buffer = [0u8; 55];
+    let mut cursor = &mut buffer[..];
+    let _ = write!(
+        cursor,
         "00-{trace_id:032x}-{span_id:016x}-{}",
         if sampled { "01" } else { "00" }
-    )
+    );
+    HeaderValue::from_bytes(&buffer).expect("a traceparent is ASCII")
 }
 
 /// Runs the plan until it ends or `stop` fires; returns the report.
@@ -130,7 +184,7 @@ pub async fn execute(plan: RunPlan, mut stop: StopSignal) -> Report {
     let shared = Arc::new(Shared {
         pool: plan.pool.clone(),
         mix: plan.mix.clone(),
-        stats: Mutex::default(),
+        shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         metrics: plan.metrics.clone(),
         trace_sampled: plan.trace_sampled,
         start: Instant::now(),
@@ -138,7 +192,7 @@ pub async fn execute(plan: RunPlan, mut stop: StopSignal) -> Report {
     let ticker = plan.progress.start(shared.start, {
         let shared = shared.clone();
         move || {
-            let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+            let stats = shared.merged();
             (
                 stats.sent,
                 stats.completed(),
@@ -169,7 +223,7 @@ pub async fn execute(plan: RunPlan, mut stop: StopSignal) -> Report {
         }
     };
     ticker.finish();
-    let stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+    let stats = shared.merged();
     Report::build(
         &stats,
         RunFacts {
@@ -191,7 +245,7 @@ async fn run_open(
     stop: &mut StopSignal,
 ) -> (Duration, bool) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
-    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let mut rng = SmallRng::seed_from_u64(plan.seed);
     let mut interrupted = false;
     let mut index = 0u64;
     while let Some(due) = schedule.due(index) {
@@ -211,23 +265,22 @@ async fn run_open(
         if let Some(m) = &shared.metrics {
             m.offered_rate.set(schedule.rate_at(due));
         }
+        let shard = index as usize;
         index += 1;
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            shared
-                .stats
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .dropped += 1;
+            shared.shard(shard).dropped += 1;
             if let Some(m) = &shared.metrics {
                 m.dropped.inc();
             }
             continue;
         };
-        shared.note_sent(intended);
-        let mut request_rng = StdRng::seed_from_u64(rng.random());
+        shared.note_sent(shard, intended);
+        let outgoing = shared.draw(&mut rng);
         let task = shared.clone();
         tokio::spawn(async move {
-            task.send(&mut request_rng, intended).await;
+            let attempted = Instant::now();
+            let result = task.pool.send(outgoing).await;
+            task.record(shard, result, intended, attempted);
             drop(permit);
         });
     }
@@ -260,15 +313,16 @@ async fn run_closed(
             stop.clone(),
             plan.max_requests,
         );
-        let mut rng = StdRng::seed_from_u64(plan.seed.wrapping_add(worker as u64));
+        let mut rng = SmallRng::seed_from_u64(plan.seed.wrapping_add(worker as u64));
+        let mut connection = Dedicated::new(shared.pool.target().clone(), plan.request_timeout);
         workers.push(tokio::spawn(async move {
             while Instant::now() < end
                 && !*stop.borrow()
                 && max.is_none_or(|m| claimed.fetch_add(1, Ordering::Relaxed) < m)
             {
                 let now = Instant::now();
-                task.note_sent(now);
-                task.send(&mut rng, now).await;
+                let result = connection.send(task.draw(&mut rng)).await;
+                task.record_closed(worker, result, now);
             }
         }));
     }

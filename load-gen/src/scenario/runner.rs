@@ -103,6 +103,7 @@ async fn run_inner(
         metrics: common.metrics().await?,
         progress: common.progress(),
         drain_timeout: common.drain_timeout(),
+        request_timeout: common.timeout,
     };
     // The run stops on the user's signal or when the timeline fails.
     let (stop_run, run_stop) = watch::channel(false);

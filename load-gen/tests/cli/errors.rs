@@ -137,3 +137,66 @@ async fn invalid_values_and_files_exit_1_with_the_cause() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn alert_log_logs_each_notification_and_refuses_what_is_not_one() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_load-gen"))
+        .args(["alert-log", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alert-log never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let payload = r#"{"version":"4","status":"firing","receiver":"page","alerts":[{"status":"firing","labels":{"alertname":"SampleAppDown","severity":"critical","service":"sample-app"},"annotations":{"summary":"sample-app is down"},"startsAt":"2026-11-21T00:00:00Z"}]}"#;
+    let ok = client
+        .post(format!("{base}/notify/page"))
+        .body(payload)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = client
+        .post(format!("{base}/notify/page"))
+        .body("{\"nope\": 1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(
+        bad.text()
+            .await
+            .unwrap()
+            .contains("not_an_alertmanager_notification")
+    );
+
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let line = tokio::time::timeout(std::time::Duration::from_secs(5), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let logged: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (
+            logged["alertname"].as_str(),
+            logged["receiver"].as_str(),
+            logged["level"].as_str()
+        ),
+        (Some("SampleAppDown"), Some("page"), Some("error"))
+    );
+}
