@@ -32,6 +32,11 @@ pub enum Command {
     /// List or run incident scenarios (traffic + faults + the alerts they must trip).
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Exit 0 if URL answers 2xx within 3 s, 1 otherwise (container healthchecks, no shell).
+    Check {
+        /// The URL to GET.
+        url: String,
+    },
     /// Receive Alertmanager webhooks and log each alert as a JSON line (an offline receiver).
     AlertLog {
         /// Address to listen on.

@@ -60,6 +60,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scenario(ScenarioCommand::Run(args)) => {
             load_gen::cli::run_scenario_command(args, print_report).await
         }
+        Command::Check { url } => {
+            let (status, _) = load_gen::client::fetch(
+                hyper::Method::GET,
+                &url,
+                None,
+                std::time::Duration::from_secs(3),
+            )
+            .await?;
+            if !status.is_success() {
+                anyhow::bail!("{url} answered {status}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::AlertLog { listen } => {
             load_gen::alert_log::serve(listen).await?;
             Ok(ExitCode::SUCCESS)

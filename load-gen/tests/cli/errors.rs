@@ -200,3 +200,21 @@ async fn alert_log_logs_each_notification_and_refuses_what_is_not_one() {
         (Some("SampleAppDown"), Some("page"), Some("error"))
     );
 }
+
+#[tokio::test]
+async fn check_exits_0_for_a_2xx_url_and_1_with_the_cause_otherwise() {
+    let server = crate::support::TestServer::start(crate::support::Behaviour::default()).await;
+    let ok = load_gen(&["check", &format!("{}/metrics", server.url)]).await;
+    assert!(ok.status.success());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    fails_with(
+        &["check", &format!("http://127.0.0.1:{port}/health")],
+        1,
+        "while connecting",
+    )
+    .await;
+}
