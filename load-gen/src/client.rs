@@ -138,10 +138,15 @@ pub type Answered = (StatusCode, Instant);
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// A pooled connection idle longer than this is closed, not reused: servers close idle
+/// keep-alive connections after a few seconds (actix: 5 s), and sending on one just as the
+/// server closes it fails the request with a reset.
+const MAX_IDLE: Duration = Duration::from_secs(2);
+
 /// A bounded set of keep-alive connections to one target (the open model's requests).
 pub struct Pool {
     target: Target,
-    idle: Mutex<Vec<Sender>>,
+    idle: Mutex<Vec<(Sender, Instant)>>,
     /// Limits open connections; a request waiting here is still "in flight" and its latency,
     /// measured from the intended time, includes the wait.
     slots: Semaphore,
@@ -176,7 +181,7 @@ impl Pool {
                 self.idle
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(sender);
+                    .push((sender, Instant::now()));
             }
             Ok(answered)
         };
@@ -185,9 +190,11 @@ impl Pool {
             .unwrap_or(Err(ErrorKind::Timeout))
     }
 
+    /// The most recently used live connection that has not been idle too long.
     fn take_idle(&self) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        std::iter::from_fn(|| idle.pop()).find(|sender| !sender.is_closed())
+        idle.retain(|(sender, since)| since.elapsed() < MAX_IDLE && !sender.is_closed());
+        idle.pop().map(|(sender, _)| sender)
     }
 }
 

@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""The dashboard lint (fails the build). For every file in grafana/dashboards/:
+- a bare dashboard model (no {"dashboard": …} wrapper) with a unique uid, the files the
+  builder writes today, and the uids the alerts' dashboard_url links point at;
+- every datasource reference is a provisioned UID, every variable used is defined;
+- every query parses with its real grammar after variables are substituted: PromQL with the
+  promql-parser crate (tools/query-check), LogQL and TraceQL with Grafana's lezer grammars
+  (tools/lezer), profile selectors as selectors with the CPU profile type id;
+- every metric a PromQL query reads is in prometheus/metric-catalog.yml or a recording rule;
+- every dashboard link points at an existing dashboard uid; every panel has a description,
+  every graph a unit.
+`panel_promql()` also gives scripts/e2e.py the queries to execute against live Prometheus.
+"""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = ROOT / "grafana/dashboards"
+UIDS = {"prometheus", "loki", "tempo", "pyroscope", "alertmanager", "-- Grafana --"}
+BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__all", "__url_time_range", "__from", "__to", "__dashboard"}
+EXAMPLE = {"service": "sample-app", "route": "/api/orders", "instance": "sample-app:8080"}
+CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+
+
+# What a user opening a dashboard gets: the multi-value variables at "All".
+LIVE = {"service": "sample-app", "route": ".*", "instance": ".*"}
+
+
+def substitute(text: str, rate_interval: str = "1m", values: dict = EXAMPLE) -> str:
+    text = text.replace("$__rate_interval", rate_interval).replace("${__rate_interval}", rate_interval)
+    for name, value in values.items():
+        text = text.replace(f"${{{name}}}", value).replace(f"${name}", value)
+    return text
+
+
+def load() -> dict[str, dict]:
+    return {str(p.relative_to(ROOT)): json.loads(p.read_text()) for p in sorted(DASHBOARDS.rglob("*.json"))}
+
+
+def walk(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def queries(model: dict) -> list[tuple[str, str, str]]:
+    """(language, where, query) of every query in a dashboard."""
+    out = []
+    for panel in model.get("panels", []):
+        for t in panel.get("targets", []):
+            kind = t.get("datasource", {}).get("type")
+            where = f"panel '{panel['title']}' {t.get('refId')}"
+            if kind == "prometheus":
+                out.append(("promql", where, t["expr"]))
+            elif kind == "loki":
+                out.append(("logql", where, t["expr"]))
+            elif kind == "tempo" and t.get("queryType") == "traceql":
+                out.append(("traceql", where, t["query"]))
+            elif kind == "grafana-pyroscope-datasource":
+                out.append(("profile", where, json.dumps([t["profileTypeId"], t["labelSelector"]])))
+    for a in model.get("annotations", {}).get("list", []):
+        if a.get("datasource", {}).get("type") == "prometheus":
+            out.append(("promql", f"annotation '{a['name']}'", a["expr"]))
+    for v in model.get("templating", {}).get("list", []):
+        if v.get("type") == "query":
+            inner = re.fullmatch(r"label_values\((.+), *(\w+)\)", v["query"]["query"])
+            out.append(("promql", f"variable '{v['name']}'", inner.group(1) if inner else v["query"]["query"]))
+    return out
+
+
+def panel_promql(rate_interval: str = "5m") -> list[tuple[str, str, str]]:
+    """(dashboard uid, panel/ref, substituted PromQL) of every panel query, for the live check."""
+    out = []
+    for model in load().values():
+        for panel in model.get("panels", []):
+            for t in panel.get("targets", []):
+                if t.get("datasource", {}).get("type") == "prometheus":
+                    out.append((model["uid"], f"{panel['title']} {t['refId']}", substitute(t["expr"], rate_interval, LIVE)))
+    return out
+
+
+def known_metrics() -> set[str]:
+    catalog = yaml.safe_load((ROOT / "prometheus/metric-catalog.yml").read_text())
+    names = {m for section in catalog.values() for m in section}
+    for path in (ROOT / "prometheus/rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {r["record"] for r in group["rules"] if "record" in r}
+    return names
+
+
+def parse_promql(exprs: list[str]) -> list[dict]:
+    tool = ROOT / "target/debug/query-check"
+    if not tool.exists():
+        subprocess.run(["cargo", "build", "-q", "-p", "query-check"], cwd=ROOT, check=True)
+    out = subprocess.run([str(tool)], input=json.dumps(exprs), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def parse_lezer(logql: list[str], traceql: list[str]) -> list[dict]:
+    out = subprocess.run(["node", str(ROOT / "tools/lezer/check.mjs")], input=json.dumps({"logql": logql, "traceql": traceql}),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def lint() -> list[str]:
+    problems = []
+    models = load()
+    uids = {}
+    for file, model in models.items():
+        if "dashboard" in model or not {"uid", "title", "panels"} <= model.keys():
+            problems.append(f"{file}: not a bare dashboard model (no 'dashboard' wrapper; needs uid, title, panels)")
+            continue
+        if model["uid"] in uids:
+            problems.append(f"{file}: uid {model['uid']} also used by {uids[model['uid']]}")
+        uids[model["uid"]] = file
+
+    # Builder drift: the committed JSON is what the builder writes.
+    before = {f: (ROOT / f).read_text() for f in models}
+    subprocess.run([sys.executable, str(ROOT / "grafana/tools/build_dashboards.py")], check=True, capture_output=True)
+    for f, text in before.items():
+        if (ROOT / f).read_text() != text:
+            (ROOT / f).write_text(text)
+            problems.append(f"{f}: stale; run grafana/tools/build_dashboards.py and commit")
+
+    # Alerts link to dashboards that exist.
+    for path in (ROOT / "prometheus/rules").glob("*.yml"):
+        for m in re.finditer(r"dashboard_url: \"http://localhost:3000/d/([\w-]+)", path.read_text()):
+            if m.group(1) not in uids:
+                problems.append(f"{path.relative_to(ROOT)}: dashboard_url points at uid {m.group(1)}, which no dashboard has")
+
+    promql, logql, traceql = [], [], []
+    for file, model in models.items():
+        defined = {v["name"] for v in model.get("templating", {}).get("list", [])}
+        text = json.dumps(model)
+        for var in set(re.findall(r"\$\{?(\w+)", text)):
+            if var not in defined and var not in BUILTIN_VARS:
+                problems.append(f"{file}: uses ${var}, which is not defined")
+        for node in walk(model):
+            ds = node.get("datasource")
+            if isinstance(ds, dict) and ds.get("uid") not in UIDS and not str(ds.get("uid", "")).startswith("$"):
+                problems.append(f"{file}: datasource uid {ds.get('uid')!r} is not provisioned")
+        for link in model.get("links", []):
+            target = re.fullmatch(r"/d/([\w-]+)", link.get("url", ""))
+            if not target or target.group(1) not in uids:
+                problems.append(f"{file}: link '{link.get('title')}' goes to {link.get('url')!r}, not an existing dashboard")
+        for panel in model["panels"]:
+            if not panel.get("description"):
+                problems.append(f"{file}: panel '{panel['title']}' has no description")
+            if panel["type"] in ("timeseries", "stat") and not panel.get("fieldConfig", {}).get("defaults", {}).get("unit"):
+                problems.append(f"{file}: panel '{panel['title']}' has no unit")
+            for t in panel.get("targets", []):
+                if "$__interval" in t.get("expr", "") or re.search(r"\[\d+[smh]\]", t.get("expr", "")) and "predict_linear" not in t.get("expr", ""):
+                    problems.append(f"{file}: panel '{panel['title']}' should use $__rate_interval for its rate windows")
+        for language, where, query in queries(model):
+            concrete = substitute(query)
+            if language == "promql":
+                promql.append((f"{file}: {where}", concrete))
+            elif language == "logql":
+                logql.append((f"{file}: {where}", concrete))
+            elif language == "traceql":
+                traceql.append((f"{file}: {where}", concrete))
+            else:
+                profile_type, selector = json.loads(concrete)
+                if profile_type != CPU:
+                    problems.append(f"{file}: {where}: profile type {profile_type} is not the CPU type the app pushes")
+                promql.append((f"{file}: {where} (profile selector)", selector))
+
+    metrics = known_metrics()
+    for (where, _), result in zip(promql, parse_promql([q for _, q in promql])):
+        if result["error"]:
+            problems.append(f"{where}: PromQL does not parse: {result['error']} in {result['query']!r}")
+        for name in result["metrics"]:
+            if name not in metrics and not where.endswith("(profile selector)"):
+                problems.append(f"{where}: metric {name} is produced by nothing in prometheus/metric-catalog.yml or the rules")
+    results = parse_lezer([q for _, q in logql], [q for _, q in traceql])
+    for (where, _), result in zip(logql + traceql, results):
+        if result["error"]:
+            problems.append(f"{where}: {result['language']} does not parse: {result['error']}")
+    return problems
+
+
+def main() -> int:
+    problems = lint()
+    for p in problems:
+        print(f"dashboard lint: {p}", file=sys.stderr)
+    models = load()
+    panels = sum(len(m["panels"]) for m in models.values())
+    print(f"dashboards: {len(models)} dashboards, {panels} panels checked, {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
