@@ -103,7 +103,8 @@ def var_query(name, label, query, all_value=".*"):
 
 
 def link(title, uid, tooltip):
-    return {"title": title, "type": "link", "url": f"/d/{uid}", "keepTime": True, "includeVars": True, "tooltip": tooltip, "icon": "dashboard", "targetBlank": False}
+    return {"title": title, "type": "link", "url": f"/d/{uid}", "keepTime": True, "includeVars": True, "tooltip": tooltip, "icon": "dashboard",
+            "targetBlank": False, "asDropdown": False, "tags": []}
 
 
 def dashboard(uid, title, description, panels, variables=(), links=(), annotations=()):

@@ -111,9 +111,25 @@ def parse_lezer(logql: list[str], traceql: list[str]) -> list[dict]:
     return json.loads(out.stdout)
 
 
+def schema_problems(files: list[str]) -> list[str]:
+    """Validates each file against a JSON schema generated from @grafana/schema 13.2.0's
+    classic Dashboard type (pinned in tools/lezer/package.json), made fresh on every run."""
+    lezer = ROOT / "tools/lezer"
+    schema = lezer / "dashboard.schema.json"
+    source = lezer / "node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen.d.ts"
+    subprocess.run(["npx", "--no-install", "ts-json-schema-generator", "--path", str(source), "--type", "Dashboard",
+                    "--no-type-check", "--additional-properties", "--out", str(schema)], cwd=lezer, check=True, capture_output=True)
+    checker = ROOT / ".venv/bin/check-jsonschema"
+    result = subprocess.run([str(checker), "--schemafile", str(schema), *files], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode == 0:
+        return []
+    return [f"schema (@grafana/schema 13.2.0): {line.strip()}" for line in result.stdout.splitlines() if "::" in line]
+
+
 def lint() -> list[str]:
     problems = []
     models = load()
+    problems += schema_problems(list(models))
     uids = {}
     for file, model in models.items():
         if "dashboard" in model or not {"uid", "title", "panels"} <= model.keys():
