@@ -280,6 +280,17 @@ def dashboards_live(stack: Stack, prom: Prometheus, entry: str, mix: Path, loadg
         check(bool(rows), f"{uid}: '{panel}' returns data")
         checked += 1
     print(f"  ..  {checked} queries returned data; {len(skipped)} need Tempo's generator or backend self-metrics: {skipped}")
+
+    print("query catalog: every PromQL entry returns data (except those marked '(needs …)')")
+    import catalogs  # noqa: E402
+    entries = catalogs.catalog_promql()
+    ran = 0
+    for where, query, needs in entries:
+        if needs:
+            continue
+        check(bool(prom.api("query", query=query)["result"]), f"{where} returns data")
+        ran += 1
+    print(f"  ..  {ran} catalog queries returned data; {len(entries) - ran} marked as needing Tempo or a fault")
     background.terminate()
 
 
