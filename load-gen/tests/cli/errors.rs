@@ -58,11 +58,7 @@ async fn bad_usage_exits_2_naming_the_flag() {
 
 #[tokio::test]
 async fn invalid_values_and_files_exit_1_with_the_cause() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let closed = format!("http://127.0.0.1:{port}");
     fails_with(
         &["run", "--target", &closed, "--rate", "5"],
@@ -140,11 +136,7 @@ async fn invalid_values_and_files_exit_1_with_the_cause() {
 
 #[tokio::test]
 async fn alert_log_logs_each_notification_and_refuses_what_is_not_one() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_load-gen"))
         .args(["alert-log", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::piped())
@@ -206,11 +198,7 @@ async fn check_exits_0_for_a_2xx_url_and_1_with_the_cause_otherwise() {
     let server = crate::support::TestServer::start(crate::support::Behaviour::default()).await;
     let ok = load_gen(&["check", &format!("{}/metrics", server.url)]).await;
     assert!(ok.status.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     fails_with(
         &["check", &format!("http://127.0.0.1:{port}/health")],
         1,

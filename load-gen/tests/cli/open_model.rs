@@ -254,18 +254,7 @@ async fn sigint_stops_scheduling_drains_and_still_prints_the_report() {
         assert!(tokio::time::Instant::now() < deadline, "no traffic arrived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
-        .await
-        .expect("it stops promptly")
-        .unwrap();
+    let output = crate::support::interrupt(child, Duration::from_secs(15)).await;
 
     assert_eq!(output.status.code(), Some(130));
     let report: serde_json::Value =
@@ -282,11 +271,7 @@ async fn sigint_stops_scheduling_drains_and_still_prints_the_report() {
 #[tokio::test]
 async fn metrics_listen_exposes_offered_and_achieved_load() {
     let server = TestServer::start(Behaviour::default()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let listen = format!("127.0.0.1:{port}");
     let run = tokio::spawn({
         let url = server.url.clone();

@@ -124,11 +124,7 @@ plan = { latency_ms = 100 }
 async fn a_failing_scenario_still_clears_the_faults_it_set() {
     let app = spawn_sample_app();
     let dir = scenario_dir(&[("two-steps", TWO_STEPS)]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let dead_downstream = format!("http://127.0.0.1:{port}");
 
     let output = load_gen(&[
@@ -184,18 +180,7 @@ async fn ctrl_c_during_a_scenario_clears_its_faults() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let output = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
-        .await
-        .expect("stops promptly")
-        .unwrap();
+    let output = crate::support::interrupt(child, Duration::from_secs(20)).await;
     assert_eq!(
         output.status.code(),
         Some(130),

@@ -118,3 +118,28 @@ pub async fn report(args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&output.stdout).expect("a JSON report")
 }
+
+/// A port nothing listens on: refused when called, free when bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends SIGINT (what Ctrl-C sends) to `child` and waits, at most `within`, for it to exit.
+pub async fn interrupt(child: tokio::process::Child, within: Duration) -> Output {
+    let pid = child.id().expect("the child is running").to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .expect("it stops promptly after Ctrl-C")
+        .unwrap()
+}
