@@ -143,10 +143,6 @@ impl RequestMix {
             headers: entry.headers.clone(),
         }
     }
-
-    pub fn names(&self) -> Vec<Arc<str>> {
-        self.entries.iter().map(|e| e.name.clone()).collect()
-    }
 }
 
 fn parse_headers(headers: &BTreeMap<String, String>) -> anyhow::Result<Headers> {

@@ -3,10 +3,10 @@
 
 use serde_json::Value;
 
-use crate::support::{OtlpSink, RunningApp, client, exporting_to, traceparent};
-
-const SPAN_KIND_SERVER: u64 = 2;
-const SPAN_KIND_CLIENT: u64 = 3;
+use crate::support::{
+    OtlpSink, RunningApp, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, client, exporting_to, in_trace,
+    traceparent,
+};
 
 /// `(trace_id, span_id)` of the exemplar on a bucket line of `metric` whose labels contain `labels`.
 fn exemplar(metrics: &str, metric: &str, labels: &str, trace_id: &str) -> Option<(String, String)> {
@@ -146,21 +146,17 @@ fn external_carries_the_trace_to_the_downstream_as_a_child_of_its_client_span() 
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
 
     // Assert: caller → entry server span → client span → downstream server span, one trace.
-    let in_trace = |kind: u64, service: &'static str| {
-        move |s: &Value| {
-            s["trace_id"] == trace_id
-                && s["kind"] == kind
-                && s["resource"]["service.name"] == service
-        }
-    };
     let entry_span = sink.find_span(
         "the entry server span",
-        in_trace(SPAN_KIND_SERVER, "sample-app"),
+        in_trace(trace_id, SPAN_KIND_SERVER, "sample-app"),
     );
-    let client_span = sink.find_span("the client span", in_trace(SPAN_KIND_CLIENT, "sample-app"));
+    let client_span = sink.find_span(
+        "the client span",
+        in_trace(trace_id, SPAN_KIND_CLIENT, "sample-app"),
+    );
     let downstream_span = sink.find_span(
         "the downstream server span",
-        in_trace(SPAN_KIND_SERVER, "sample-app-downstream"),
+        in_trace(trace_id, SPAN_KIND_SERVER, "sample-app-downstream"),
     );
     assert_eq!(entry_span["name"], "GET /external");
     assert_eq!(entry_span["parent_span_id"], caller_span);

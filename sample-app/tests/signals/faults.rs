@@ -5,9 +5,10 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{OtlpSink, RunningApp, client, exporting_to, traceparent};
-
-const SPAN_STATUS_ERROR: u64 = 2;
+use crate::support::{
+    OtlpSink, RunningApp, SPAN_KIND_CLIENT, SPAN_KIND_SERVER, SPAN_STATUS_ERROR, client,
+    exporting_to, in_trace, traceparent,
+};
 
 fn app_with_faults(sink: &OtlpSink, extra: &[(&'static str, String)]) -> RunningApp {
     let mut env = exporting_to(sink, "grpc");
@@ -59,7 +60,7 @@ fn an_error_fault_marks_the_span_logs_an_error_and_stops_when_cleared() {
     let failing = "7bf92f3577b34da6a3ce929d0e0e4736";
     assert_eq!(get_traced(&app, "/api/orders/1", failing), 503);
     let span = sink.find_span("the failed span", |s| {
-        s["trace_id"] == failing && s["kind"] == 2
+        s["trace_id"] == failing && s["kind"] == SPAN_KIND_SERVER
     });
     assert_eq!(span["status_code"], SPAN_STATUS_ERROR);
     assert_eq!(span["attributes"]["fault.injected"], "error");
@@ -87,7 +88,7 @@ fn an_error_fault_marks_the_span_logs_an_error_and_stops_when_cleared() {
     let healthy = "8bf92f3577b34da6a3ce929d0e0e4736";
     assert_eq!(get_traced(&app, "/api/orders/1", healthy), 404);
     let span = sink.find_span("the span after clearing", |s| {
-        s["trace_id"] == healthy && s["kind"] == 2
+        s["trace_id"] == healthy && s["kind"] == SPAN_KIND_SERVER
     });
     assert_ne!(span["status_code"], SPAN_STATUS_ERROR);
     assert!(span["attributes"].get("fault.injected").is_none(), "{span}");
@@ -101,7 +102,7 @@ fn a_latency_fault_shows_as_a_long_span_with_an_injected_latency_child() {
     let trace_id = "9bf92f3577b34da6a3ce929d0e0e4736";
     assert_eq!(get_traced(&app, "/api/orders/1", trace_id), 404);
     let span = sink.find_span("the slow span", |s| {
-        s["trace_id"] == trace_id && s["kind"] == 2
+        s["trace_id"] == trace_id && s["kind"] == SPAN_KIND_SERVER
     });
     let duration_ms =
         (span["end_ns"].as_u64().unwrap() - span["start_ns"].as_u64().unwrap()) / 1_000_000;
@@ -144,12 +145,12 @@ fn downstream_faults_mark_the_callers_client_spans_as_errors() {
         put_faults(&entry, plan);
         assert_eq!(get_traced(&entry, "/external", trace_id), status);
         let client_span = sink.find_span("the failed client span", |s| {
-            s["trace_id"] == trace_id && s["kind"] == 3
+            s["trace_id"] == trace_id && s["kind"] == SPAN_KIND_CLIENT
         });
         assert_eq!(client_span["status_code"], SPAN_STATUS_ERROR);
         assert_eq!(client_span["attributes"]["error.type"], error_type);
         let server = sink.find_span("the entry span", |s| {
-            s["trace_id"] == trace_id && s["kind"] == 2
+            s["trace_id"] == trace_id && s["kind"] == SPAN_KIND_SERVER
         });
         assert_eq!(
             server["status_code"], SPAN_STATUS_ERROR,
@@ -190,16 +191,18 @@ fn an_order_is_one_trace_across_both_services() {
         .unwrap();
     assert_eq!(response.status(), 201);
 
-    let in_trace = |kind: u64, service: &'static str| {
-        move |s: &Value| {
-            s["trace_id"] == trace_id
-                && s["kind"] == kind
-                && s["resource"]["service.name"] == service
-        }
-    };
-    let order = sink.find_span("the order span", in_trace(2, "sample-app"));
-    let stock_check = sink.find_span("the stock-check client span", in_trace(3, "sample-app"));
-    let inventory = sink.find_span("the inventory span", in_trace(2, "sample-app-downstream"));
+    let order = sink.find_span(
+        "the order span",
+        in_trace(trace_id, SPAN_KIND_SERVER, "sample-app"),
+    );
+    let stock_check = sink.find_span(
+        "the stock-check client span",
+        in_trace(trace_id, SPAN_KIND_CLIENT, "sample-app"),
+    );
+    let inventory = sink.find_span(
+        "the inventory span",
+        in_trace(trace_id, SPAN_KIND_SERVER, "sample-app-downstream"),
+    );
     assert_eq!(order["name"], "POST /api/orders");
     assert_eq!(stock_check["parent_span_id"], order["span_id"]);
     assert_eq!(inventory["parent_span_id"], stock_check["span_id"]);

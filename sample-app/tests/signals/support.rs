@@ -333,3 +333,18 @@ pub fn exporting_to(sink: &OtlpSink, protocol: &str) -> Vec<(&'static str, Strin
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ]
 }
+
+/// OTLP span kinds and status code, as the receiver reports them.
+pub const SPAN_KIND_SERVER: u64 = 2;
+pub const SPAN_KIND_CLIENT: u64 = 3;
+pub const SPAN_STATUS_ERROR: u64 = 2;
+
+/// Matches spans of `trace_id` with this kind from this service.
+pub fn in_trace(trace_id: &str, kind: u64, service: &'static str) -> impl Fn(&Value) -> bool {
+    let trace_id = trace_id.to_owned();
+    move |s: &Value| {
+        s["trace_id"] == trace_id.as_str()
+            && s["kind"] == kind
+            && s["resource"]["service.name"] == service
+    }
+}
