@@ -1,6 +1,6 @@
 //! The sample service of the observability stack: an actix-web app that emits Prometheus
 //! metrics with exemplars, JSON logs carrying trace ids, OpenTelemetry traces and pprof CPU
-//! profiles, all agreeing on the names in `shared/DESIGN.md` ("Contracts").
+//! profiles, all agreeing on the names in `docs/contracts.md`.
 
 pub mod error;
 pub mod faults;

@@ -10,6 +10,7 @@ use std::{
 use actix_web::{
     App, HttpServer,
     dev::{Server, ServerHandle},
+    guard,
     middleware::{Condition, from_fn},
     web,
 };
@@ -18,7 +19,10 @@ use tokio::sync::Semaphore;
 
 use crate::{
     faults::{FaultCollector, Faults, apply_faults},
-    routes::{admin, demo, downstream, extractors, health, index, metrics, orders, pprof},
+    routes::{
+        admin, demo, downstream, extractors, health, index, metrics, orders, pprof,
+        templates::{APP_ROUTES, OPERATIONAL_ROUTES},
+    },
     settings::Settings,
     state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, OrderBook},
     telemetry::{
@@ -108,25 +112,19 @@ impl Application {
     }
 }
 
-/// The application's route templates: the ones faults apply to (and `routes` may name).
-pub const APP_ROUTES: &[&str] = &[
-    "/",
-    "/slow",
-    "/error",
-    "/generate-load",
-    "/external",
-    "/api/orders",
-    "/api/orders/{id}",
-    "/api/inventory/{item}",
-];
-
 fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
     // Operational routes: never faulted, so health checks, scrapes and profiles keep working.
-    let ops = |path: &'static str, route: actix_web::Route| resource(path).route(route);
-    cfg.service(ops("/health", web::get().to(health::health)))
-        .service(ops("/ready", web::get().to(health::ready)))
-        .service(ops("/metrics", web::get().to(metrics::metrics)))
-        .service(ops("/debug/pprof/profile", web::get().to(pprof::profile)));
+    let ops = |path: &'static str, route: actix_web::Route| {
+        debug_assert!(
+            OPERATIONAL_ROUTES.contains(&path),
+            "{path} missing from OPERATIONAL_ROUTES"
+        );
+        resource(path).route(route)
+    };
+    cfg.service(ops("/health", get().to(health::health)))
+        .service(ops("/ready", get().to(health::ready)))
+        .service(ops("/metrics", get().to(metrics::metrics)))
+        .service(ops("/debug/pprof/profile", get().to(pprof::profile)));
     if admin {
         cfg.service(
             resource("/admin/faults")
@@ -139,17 +137,23 @@ fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
         debug_assert!(APP_ROUTES.contains(&path), "{path} missing from APP_ROUTES");
         resource(path).route(route).wrap(from_fn(apply_faults))
     };
-    cfg.service(app("/", web::get().to(index::index)))
-        .service(app("/slow", web::get().to(demo::slow)))
-        .service(app("/error", web::get().to(demo::error)))
-        .service(app("/generate-load", web::get().to(demo::generate_load)))
-        .service(app("/external", web::get().to(downstream::external)))
+    cfg.service(app("/", get().to(index::index)))
+        .service(app("/slow", get().to(demo::slow)))
+        .service(app("/error", get().to(demo::error)))
+        .service(app("/generate-load", get().to(demo::generate_load)))
+        .service(app("/external", get().to(downstream::external)))
         .service(app("/api/orders", web::post().to(orders::create)))
-        .service(app("/api/orders/{id}", web::get().to(orders::read)))
+        .service(app("/api/orders/{id}", get().to(orders::read)))
         .service(app(
             "/api/inventory/{item}",
-            web::get().to(downstream::inventory),
+            get().to(downstream::inventory),
         ));
+}
+
+/// A route for GET that answers HEAD too (same handler; actix sends the headers without the
+/// body), so `curl -I` and monitoring probes get the real status instead of a 405.
+fn get() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 /// A resource that tells the telemetry middleware its route template (so the router runs

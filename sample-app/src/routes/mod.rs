@@ -9,3 +9,4 @@ pub mod index;
 pub mod metrics;
 pub mod orders;
 pub mod pprof;
+pub mod templates;

@@ -16,7 +16,8 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::process::ProcessCollector;
 
-/// The media type Prometheus needs to store exemplars (UPSTREAM.md pitfall 4).
+/// The media type Prometheus needs to store exemplars: it parses exemplars only from
+/// OpenMetrics, and only stores them with `--enable-feature=exemplar-storage`.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

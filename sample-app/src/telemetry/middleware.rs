@@ -3,6 +3,10 @@
 //! histogram with the span's ids as exemplar and writes the access-log line inside the span.
 //! Because all three come from the same span, a metric exemplar, a log line and a trace always
 //! agree on the trace id.
+//!
+//! Operational routes (probes, scrapes, profile pulls: [`is_operational`]) are only counted in
+//! the metrics: no span, no access line. Methods are normalised ([`RequestMethod`]) so a client
+//! cannot create label values or span names at will.
 
 use std::time::Instant;
 
@@ -17,9 +21,10 @@ use opentelemetry::trace::TraceContextExt;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, routes::templates::is_operational};
 
 use super::{
+    http_method::RequestMethod,
     metrics::{
         ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE,
     },
@@ -38,13 +43,21 @@ pub async fn observe_request(
     let Some(metrics) = req.app_data::<web::Data<AppMetrics>>().cloned() else {
         return next.call(req).await;
     };
-    let method = req.method().as_str().to_owned();
-    let span = server_span(&req, &method);
+    // Cloned because `req` moves into the handler (cheap: known methods are an enum tag).
+    let sent_method = req.method().clone();
+    let method = RequestMethod::of(&sent_method);
+    let normalised = method.normalised;
+    let operational = is_operational(req.path());
+    let span = if operational {
+        Span::none()
+    } else {
+        server_span(&req, method)
+    };
 
     let active = metrics
         .active_requests
         .get_or_create(&ActiveRequestLabels {
-            http_request_method: method.clone(),
+            http_request_method: normalised.to_owned(),
         })
         .clone();
     active.inc();
@@ -64,16 +77,46 @@ pub async fn observe_request(
         ),
         Err(err) => (err.as_response_error().status_code(), None, None),
     };
-    // OpenTelemetry names a server span `METHOD /route`, and just `METHOD` when no route matched.
-    // Renamed on the OpenTelemetry span itself: once a child needed its context, the span is
-    // built, and tracing-opentelemetry 0.34 then ignores a recorded `otel.name`.
+    let code = status.as_u16();
+    if !operational {
+        finish_span(&span, method, route, status, error_type);
+    }
+    let route = route.unwrap_or(UNMATCHED_ROUTE);
+
+    let exemplar = TraceExemplar::of_span(&span);
+    metrics
+        .server_duration
+        .get_or_create(&ServerRequestLabels {
+            http_request_method: normalised.to_owned(),
+            http_route: route.to_owned(),
+            http_response_status_code: code.to_string(),
+        })
+        .observe(elapsed.as_secs_f64(), exemplar, None);
+
+    if !operational {
+        span.in_scope(|| access_log(method, route, code, elapsed.as_secs_f64() * 1000.0));
+    }
+    result
+}
+
+/// Names the span after its route and records the outcome.
+fn finish_span(
+    span: &Span,
+    method: RequestMethod<'_>,
+    route: Option<&'static str>,
+    status: actix_web::http::StatusCode,
+    error_type: Option<&str>,
+) {
+    // OpenTelemetry names a server span `METHOD /route` (`HTTP /route` for an unknown method),
+    // and just `METHOD` when no route matched. Renamed on the OpenTelemetry span itself: once a
+    // child needed its context, the span is built, and tracing-opentelemetry 0.34 then ignores
+    // a recorded `otel.name`.
     if let Some(route) = route {
         span.context()
             .span()
-            .update_name(format!("{method} {route}"));
+            .update_name(format!("{} {route}", method.span_name_prefix()));
         span.record("http.route", route);
     }
-    let route = route.unwrap_or(UNMATCHED_ROUTE);
     let code = status.as_u16();
     span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
@@ -83,29 +126,17 @@ pub async fn observe_request(
             error_type.map_or_else(|| code.to_string(), str::to_owned),
         );
     }
-
-    let exemplar = TraceExemplar::of_span(&span);
-    metrics
-        .server_duration
-        .get_or_create(&ServerRequestLabels {
-            http_request_method: method.clone(),
-            http_route: route.to_owned(),
-            http_response_status_code: code.to_string(),
-        })
-        .observe(elapsed.as_secs_f64(), exemplar, None);
-
-    span.in_scope(|| access_log(&method, route, code, elapsed.as_secs_f64() * 1000.0));
-    result
 }
 
 /// The server span, named `METHOD` until routing tells the route.
-fn server_span(req: &ServiceRequest, method: &str) -> Span {
+fn server_span(req: &ServiceRequest, method: RequestMethod<'_>) -> Span {
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = method,
+        otel.name = method.span_name_prefix(),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
+        http.request.method = method.normalised,
+        http.request.method_original = method.original,
         http.route = Empty,
         url.path = %req.path(),
         url.scheme = %req.connection_info().scheme(),
@@ -120,11 +151,12 @@ fn server_span(req: &ServiceRequest, method: &str) -> Span {
     span
 }
 
-fn access_log(method: &str, route: &str, status: u16, duration_ms: f64) {
+fn access_log(method: RequestMethod<'_>, route: &str, status: u16, duration_ms: f64) {
     let duration_ms = (duration_ms * 1000.0).round() / 1000.0;
+    let (method, method_original) = (method.normalised, method.original);
     macro_rules! line {
         ($level:ident) => {
-            tracing::$level!(target: "access", method, route, status, duration_ms, "request completed")
+            tracing::$level!(target: "access", method, method_original, route, status, duration_ms, "request completed")
         };
     }
     match status {

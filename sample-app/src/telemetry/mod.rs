@@ -3,6 +3,7 @@
 
 mod backend_health;
 mod guard;
+pub mod http_method;
 pub mod logs;
 pub mod metrics;
 pub mod middleware;

@@ -15,7 +15,8 @@ use anyhow::Context;
 use pprof::protos::Message;
 use tokio::sync::oneshot;
 
-/// Samples per second: enough for a useful flame graph, well under 1 % CPU (UPSTREAM.md).
+/// Samples per second: enough for a useful flame graph, well under 1 % CPU (measured in
+/// docs/benchmarks.md; 1000 Hz loses most samples to the signal handler).
 pub const SAMPLING_HZ: i32 = 100;
 /// The longest window a pull request may ask for.
 pub const MAX_PULL_SECONDS: u64 = 60;

@@ -62,7 +62,8 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
     Ok(builder.with_span_processor(processor).build())
 }
 
-/// `service.*` and `deployment.*` resource attributes of DESIGN.md's service identity.
+/// The `service.*` and `deployment.*` resource attributes of the service identity
+/// (docs/contracts.md).
 pub fn resource(otel: &OtelSettings) -> Resource {
     let has = |key: &str| otel.resource_attributes.iter().any(|(k, _)| k == key);
     let mut attributes = vec![KeyValue::new(

@@ -58,3 +58,65 @@ async fn requests_are_labelled_by_route_template_and_unmatched_paths_share_one_v
     );
     assert!(!body.contains("http_route=\"/api/orders/1\""));
 }
+
+#[actix_web::test]
+async fn made_up_methods_are_one_other_label_value_however_many_there_are() {
+    // Arrange: the series a normal request creates.
+    let app = spawn_app().await;
+    app.get("/api/orders/1").await;
+    let before = app.metrics().await.lines().count();
+
+    // Act: 300 distinct methods nobody knows, on a real route and on an unknown path.
+    for n in 0..300 {
+        let method = reqwest::Method::from_bytes(format!("X{n}").as_bytes()).unwrap();
+        let path = if n % 2 == 0 {
+            "/api/orders/1"
+        } else {
+            "/nowhere"
+        };
+        let response = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
+
+    // Assert: they share `_OTHER`, so the exposition grew by a few series, not 300.
+    let body = app.metrics().await;
+    assert!(
+        !body.contains("http_request_method=\"X"),
+        "a raw method became a label"
+    );
+    assert!(body.contains("http_request_method=\"_OTHER\""));
+    let grown = body.lines().count() - before;
+    // Two histograms (405 on the route, 404 unmatched) of 17 lines each, one gauge line, and
+    // the scrape's own series: the bound does not depend on the number of methods.
+    assert!(
+        grown <= 60,
+        "/metrics grew by {grown} lines for 300 methods"
+    );
+}
+
+#[actix_web::test]
+async fn head_is_answered_on_every_get_route_with_the_get_status_and_no_body() {
+    let app = spawn_app().await;
+    for (path, status) in [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/metrics", 200),
+        ("/", 200),
+        ("/api/orders/999", 404),
+    ] {
+        let response = app.client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "HEAD {path}");
+        assert!(
+            response.bytes().await.unwrap().is_empty(),
+            "HEAD {path} sent a body"
+        );
+    }
+    // A method a route does not have is still a 405, not a HEAD-shaped 200.
+    let response = app.client.delete(app.url("/health")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+}

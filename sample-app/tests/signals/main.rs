@@ -6,6 +6,7 @@
 mod correlation;
 mod faults;
 mod openmetrics;
+mod operational_noise;
 mod profiles;
 mod resilience;
 mod shutdown;

@@ -1,0 +1,189 @@
+//! The service's own settings: flags and `SAMPLE_APP_*` / `PYROSCOPE_*` variables (clap), and
+//! the validated [`Settings`] every other module reads. An invalid value stops start-up with a
+//! message that names the flag or, when it came from the environment, the variable.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use url::Url;
+
+use super::otel::{OtelSettings, parse_http_url};
+use crate::{faults::FaultPlan, routes::templates::APP_ROUTES};
+
+/// Flags and `SAMPLE_APP_*` / `PYROSCOPE_*` variables.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "sample-app",
+    version,
+    about = "A service that emits all four signals"
+)]
+pub struct Cli {
+    /// Address to serve HTTP on (port 0 picks a free port).
+    #[arg(long, env = "SAMPLE_APP_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Base URL of the downstream service that `/external` calls (none: `/external` answers 502).
+    #[arg(long, env = "SAMPLE_APP_DOWNSTREAM_URL", value_parser = parse_http_url)]
+    pub downstream_url: Option<Url>,
+
+    /// How long a call to the downstream may take before it counts as timed out, in ms.
+    #[arg(long, env = "SAMPLE_APP_DOWNSTREAM_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub downstream_timeout_ms: u64,
+
+    /// Pyroscope server to push CPU profiles to (none: profiles only on `/debug/pprof/profile`).
+    #[arg(long, env = "PYROSCOPE_SERVER_ADDRESS", value_parser = parse_http_url)]
+    pub pyroscope_server_address: Option<Url>,
+
+    /// Seconds between two profile pushes (each push holds the CPU samples of that window).
+    #[arg(long, env = "PYROSCOPE_PUSH_INTERVAL_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub pyroscope_push_interval_seconds: u64,
+
+    /// `on`: all four signals. `off`: no spans, request metrics, access logs or profiles (the
+    /// benchmark's baseline; `/metrics` still serves process metrics).
+    #[arg(long, env = "SAMPLE_APP_TELEMETRY", default_value = "on", value_parser = ["on", "off"])]
+    pub telemetry: String,
+
+    /// Seconds that in-flight requests get to finish after SIGTERM / Ctrl-C.
+    #[arg(long, env = "SAMPLE_APP_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub shutdown_timeout_seconds: u64,
+
+    /// Mount `/admin/faults` and honour `x-fault-*` headers (off: both answer as if absent).
+    #[arg(long, env = "SAMPLE_APP_FAULTS_ENABLED", default_value = "false",
+          action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub faults_enabled: bool,
+
+    /// A fault plan (JSON, as `PUT /admin/faults` takes) in force from start-up.
+    #[arg(long, env = "SAMPLE_APP_FAULTS")]
+    pub faults: Option<String>,
+
+    /// Probe the running service's `/health` at `--listen` and exit 0 (healthy) or 1; for
+    /// container healthchecks in images without a shell.
+    #[arg(long)]
+    pub check_health: bool,
+}
+
+/// Clap names the flag of an invalid value; when the value came from the environment, say
+/// which variable, since that is what a compose file or a shell profile set.
+fn name_the_variable(error: clap::Error, env: &impl Fn(&str) -> Option<String>) -> anyhow::Error {
+    use clap::{
+        CommandFactory,
+        error::{ContextKind, ContextValue},
+    };
+    let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) else {
+        return error.into();
+    };
+    let long = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("--")
+        .to_owned();
+    let command = Cli::command();
+    let variable = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long.as_str()))
+        .and_then(|a| a.get_env())
+        .and_then(|v| v.to_str())
+        .filter(|var| env(var).is_some())
+        .map(str::to_owned);
+    match variable {
+        Some(var) => anyhow::Error::new(error)
+            .context(format!("{var} (the environment's value for --{long})")),
+        None => error.into(),
+    }
+}
+
+/// Everything the service needs to start, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub downstream_url: Option<Url>,
+    pub downstream_timeout: Duration,
+    pub pyroscope_url: Option<Url>,
+    pub profile_push_interval: Duration,
+    pub telemetry_enabled: bool,
+    pub shutdown_timeout: Duration,
+    pub check_health: bool,
+    pub faults_enabled: bool,
+    /// The plan in force from start-up (validated).
+    pub initial_faults: Option<FaultPlan>,
+    pub otel: OtelSettings,
+}
+
+impl Settings {
+    /// Reads flags from `args` and `OTEL_*` variables through `env`.
+    pub fn from_sources<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args).map_err(|e| name_the_variable(e, &env))?;
+        Self::from_cli(cli, env)
+    }
+
+    pub fn from_cli(cli: Cli, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        Ok(Self {
+            listen: cli.listen,
+            downstream_url: cli.downstream_url,
+            downstream_timeout: Duration::from_millis(cli.downstream_timeout_ms),
+            pyroscope_url: cli.pyroscope_server_address,
+            profile_push_interval: Duration::from_secs(cli.pyroscope_push_interval_seconds),
+            telemetry_enabled: cli.telemetry == "on",
+            shutdown_timeout: Duration::from_secs(cli.shutdown_timeout_seconds),
+            check_health: cli.check_health,
+            faults_enabled: cli.faults_enabled,
+            initial_faults: initial_faults(cli.faults.as_deref(), cli.faults_enabled)?,
+            otel: OtelSettings::from_env(env)?,
+        })
+    }
+
+    /// Settings for tests: port 0, no backends, telemetry on (but nothing installed globally).
+    pub fn for_tests() -> Self {
+        Self::from_sources(["sample-app", "--listen", "127.0.0.1:0"], |_| None)
+            .expect("default settings are valid")
+    }
+}
+
+fn initial_faults(raw: Option<&str>, enabled: bool) -> anyhow::Result<Option<FaultPlan>> {
+    let Some(raw) = raw.filter(|r| !r.trim().is_empty()) else {
+        return Ok(None);
+    };
+    if !enabled {
+        bail!("SAMPLE_APP_FAULTS: a start-up fault plan needs SAMPLE_APP_FAULTS_ENABLED=true");
+    }
+    let plan: FaultPlan =
+        serde_json::from_str(raw).context("SAMPLE_APP_FAULTS: not a fault plan")?;
+    plan.validate(APP_ROUTES).context("SAMPLE_APP_FAULTS")?;
+    Ok(Some(plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_value_from_the_environment_names_the_variable() {
+        let env = |k: &str| (k == "PYROSCOPE_PUSH_INTERVAL_SECONDS").then(|| "0".to_owned());
+        let args = ["sample-app", "--pyroscope-push-interval-seconds", "0"];
+        let err = Settings::from_sources(args, env).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("PYROSCOPE_PUSH_INTERVAL_SECONDS"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn invalid_flags_name_the_flag() {
+        let err =
+            Settings::from_sources(["sample-app", "--listen", "nowhere"], |_| None).unwrap_err();
+        assert!(err.to_string().contains("--listen"), "{err}");
+        let err = Settings::from_sources(["sample-app", "--downstream-url", "ftp://x"], |_| None)
+            .unwrap_err();
+        assert!(err.to_string().contains("--downstream-url"), "{err}");
+    }
+}
