@@ -1,7 +1,6 @@
 //! The four signals, one module each, started together by [`init`] and flushed together by
 //! [`TelemetryGuard::shutdown`].
 
-mod backend_health;
 mod guard;
 pub mod http_method;
 pub mod logs;
@@ -11,7 +10,6 @@ pub mod process;
 pub mod profiles;
 pub mod propagation;
 pub mod pyroscope;
-pub mod traces;
 
-pub use backend_health::{BackendHealth, Verdict};
 pub use guard::{TelemetryGuard, default_log_filter, init};
+pub use otlp_tracing::{BackendHealth, Verdict};

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use url::Url;
 
-use super::{backend_health::BackendHealth, profiles::ProfileWindow};
+use super::{BackendHealth, profiles::ProfileWindow};
 
 /// Windows that may wait for upload; beyond that the oldest unsent are dropped.
 pub const QUEUE_LENGTH: usize = 8;
