@@ -19,16 +19,20 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contract_doc as contract  # noqa: E402  (docs/contracts.md: UIDs, names, profile types)
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana/dashboards"
-UIDS = {"prometheus", "loki", "tempo", "pyroscope", "alertmanager", "-- Grafana --"}
+UIDS = contract.uids() | {"-- Grafana --"}
 BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__all", "__url_time_range", "__from", "__to", "__dashboard"}
-EXAMPLE = {"service": "sample-app", "route": "/api/orders", "instance": "sample-app:8080"}
-CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+ENTRY = contract.services()[0]
+EXAMPLE = {"service": ENTRY, "route": "/api/orders", "instance": f"{ENTRY}:8080"}
+CPU = contract.cpu_profile_type()
 
 
 # What a user opening a dashboard gets: the multi-value variables at "All".
-LIVE = {"service": "sample-app", "route": ".*", "instance": ".*"}
+LIVE = {"service": ENTRY, "route": ".*", "instance": ".*"}
 
 
 def substitute(text: str, rate_interval: str = "1m", values: dict = EXAMPLE) -> str:
