@@ -14,7 +14,8 @@ Checks so far:
   name = OTEL_SERVICE_NAME = Prometheus `service` = Loki/Pyroscope `service_name`); the names
   the code writes (metric and exemplar labels, log fields, profile labels) and the labels and
   structured metadata Alloy makes of them; datasource UIDs, names and every correlation's
-  mapping; no removed Tempo 3 key; the RAM budget in docs/setup.md is the sum of the limits.
+  mapping; no removed Tempo 3 key; the RAM budget in docs/setup.md is the sum of the limits;
+  every service carries the stack label Alloy filters on; usage reporting is off everywhere.
 """
 
 import re
@@ -344,6 +345,50 @@ def check_tempo() -> None:
             fail("tempo/tempo.yaml: OTLP receivers must bind 0.0.0.0 (they default to localhost)")
 
 
+def check_stack_label(compose: dict) -> None:
+    """Alloy ships only containers carrying the stack label, and every service carries it."""
+    label = contract.values()["stack_label"]
+    for name, service in compose["services"].items():
+        if str(service.get("labels", {}).get(label["key"])) != label["value"]:
+            fail(f"docker-compose.yml: {name} must carry the label {label['key']}: {label['value']} (Alloy ships only those logs)")
+    alloy = (ROOT / "alloy/config.alloy").read_text()
+    docker = re.search(r'discovery\.docker\s+"\w+"\s*\{(.*?)\n\}', alloy, re.S)
+    wanted = rf'filter\s*\{{\s*name\s*=\s*"label"\s*values\s*=\s*\["{re.escape(label["key"])}={re.escape(label["value"])}"\]\s*\}}'
+    if not docker or not re.search(wanted, docker.group(1)):
+        fail(f"alloy/config.alloy: discovery.docker must filter on label {label['key']}={label['value']}, or it ships every container on the host")
+
+
+def yaml_path(file: str, dotted: str):
+    node = yaml.safe_load((ROOT / file).read_text())
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def check_usage_reporting(compose: dict) -> None:
+    """docs/contracts.md ## Usage reporting: each reporting component has it off, and every
+    pinned backend is either in that table or known to report nothing."""
+    rows = contract.table("Usage reporting")
+    covered = {r["component"] for r in rows} | set(contract.values()["reports_nothing"])
+    for row in contract.table("Versions"):
+        component = row["variable"].removesuffix("_IMAGE").lower()
+        if component not in covered:
+            fail(f"docs/contracts.md ## Usage reporting: say whether {component} reports usage, and how it is turned off")
+    for row in rows:
+        name, file, setting = row["component"], row["file"], row["setting"]
+        service = compose["services"].get(name, {})
+        if file == "docker-compose.yml" and setting.startswith("--"):
+            ok = setting in service.get("command", [])
+        elif file == "docker-compose.yml":
+            var, value = setting.split("=", 1)
+            ok = str(service.get("environment", {}).get(var)) == value
+        else:
+            key, value = (p.strip() for p in setting.split(":", 1))
+            ok = yaml_path(file, key) is yaml.safe_load(value)
+        if not ok:
+            fail(f"{file}: {name} must turn usage reporting off with `{setting}` (docs/contracts.md ## Usage reporting)")
+
+
 def check_stands_alone() -> None:
     """The product stands alone: no file points at design notes outside this repository."""
     outside = re.compile("|".join(re.escape(n) for n in ("DESIGN" + ".md", "UPSTREAM" + ".md", "/work/" + "shared", "shared" + "/")))
@@ -371,6 +416,8 @@ def check_stack() -> None:
     check_app_names()
     check_datasources()
     check_tempo()
+    check_stack_label(compose)
+    check_usage_reporting(compose)
 
 
 def main() -> int:
