@@ -8,7 +8,11 @@
   (tools/lezer), profile selectors as selectors with the CPU profile type id;
 - every metric a PromQL query reads is in prometheus/metric-catalog.yml or a recording rule;
 - every dashboard link points at an existing dashboard uid; every panel has a description,
-  every graph a unit.
+  every graph a unit;
+- an alert list's data source filter is a provisioned data source *name* (the panel compares
+  names, not UIDs);
+- a query with exemplars on reads only `_bucket` series of histograms that carry exemplars,
+  without narrowing `le` (exemplars ride on bucket lines, each on its observation's bucket).
 `panel_promql()` also gives scripts/e2e.py the queries to execute against live Prometheus.
 """
 import json
@@ -194,7 +198,11 @@ def lint() -> list[str]:
                     problems.append(f"{file}: {where}: profile type {profile_type} is not the CPU type the app pushes")
                 promql.append((f"{file}: {where} (profile selector)", selector))
 
+    problems += alert_list_problems(models)
+    exemplar = exemplar_queries(models)
     metrics = known_metrics()
+    for (where, query), result in zip(exemplar, parse_promql([q for _, q in exemplar])):
+        problems += exemplar_problems(where, query, result["metrics"])
     for (where, _), result in zip(promql, parse_promql([q for _, q in promql])):
         if result["error"]:
             problems.append(f"{where}: PromQL does not parse: {result['error']} in {result['query']!r}")
@@ -206,6 +214,41 @@ def lint() -> list[str]:
         if result["error"]:
             problems.append(f"{where}: {result['language']} does not parse: {result['error']}")
     return problems
+
+
+def alert_list_problems(models: dict[str, dict]) -> list[str]:
+    """Grafana 13.2's alert list keeps `options.datasource` as a data source name and keeps the
+    rules whose dataSourceName equals it: a UID there shows no alert at all."""
+    names = {row["name"]: row for row in contract.table("Datasources")}
+    out = []
+    for file, model in models.items():
+        for panel in model["panels"]:
+            if panel["type"] != "alertlist":
+                continue
+            source = panel.get("options", {}).get("datasource")
+            if source is None:
+                continue
+            if source not in names:
+                hint = " (that is a UID; the panel filters by name)" if source in contract.uids() else ""
+                out.append(f"{file}: panel '{panel['title']}': alert source {source!r} is not a provisioned data source name{hint}")
+            elif names[source]["type"] not in ("prometheus", "loki"):
+                out.append(f"{file}: panel '{panel['title']}': {source} evaluates no alert rules")
+    return out
+
+
+def exemplar_queries(models: dict[str, dict]) -> list[tuple[str, str]]:
+    return [(f"{file}: panel '{panel['title']}' {t.get('refId')}", substitute(t["expr"]))
+            for file, model in models.items() for panel in model["panels"] for t in panel.get("targets", [])
+            if t.get("exemplar") and t.get("datasource", {}).get("type") == "prometheus"]
+
+
+def exemplar_problems(where: str, query: str, metrics: list[str]) -> list[str]:
+    spec = contract.values()["exemplars"]
+    allowed = {h + spec["series_suffix"] for h in spec["histograms"]}
+    out = [f"{where}: exemplars on, but {m} carries none (only {sorted(allowed)} do)" for m in metrics if m not in allowed]
+    if re.search(r'\ble\s*=~?\s*"', query):
+        out.append(f"{where}: exemplars on, but the query narrows `le`: each exemplar sits on the bucket its request fell in")
+    return out
 
 
 def main() -> int:
