@@ -132,8 +132,8 @@ def overview():
     p = [
         timeseries(lay, "Request rate", "Requests per second the selected service answers, by route. A drop to zero with traffic still offered (Load dashboard) means the service stopped answering.",
                    [prom(f'sum by (http_route) (rate(http_server_request_duration_seconds_count{{{SVC}}}[{R}]))', "{{http_route}}")], "reqps", w=8),
-        timeseries(lay, "Error ratio (5xx)", "Share of the service's requests that answered 5xx. The SLI routes exclude /error (fails on purpose); this panel shows every route so you see the demo too.",
-                   [prom(f'sum(rate(http_server_request_duration_seconds_count{{{SVC}, http_response_status_code=~"5.."}}[{R}])) / sum(rate(http_server_request_duration_seconds_count{{{SVC}}}[{R}]))', "error ratio")], "percentunit", w=8, thresholds=[(0.05, "red")]),
+        timeseries(lay, "Error ratio (5xx)", "Share of the service's requests that answered 5xx (0 while there are none: `or vector(0)`). The SLI routes exclude /error (fails on purpose); this panel shows every route so you see the demo too.",
+                   [prom(f'(sum(rate(http_server_request_duration_seconds_count{{{SVC}, http_response_status_code=~"5.."}}[{R}])) or vector(0)) / sum(rate(http_server_request_duration_seconds_count{{{SVC}}}[{R}]))', "error ratio")], "percentunit", w=8, thresholds=[(0.05, "red")]),
         timeseries(lay, "Latency p50 / p95 / p99 (exemplars on)", "Request duration percentiles. The dots are exemplars: click one and choose View trace to open that request's trace in Tempo.",
                    [prom(f'histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{SVC}}}[{R}])))', f"p{int(q * 100)}", exemplar=True, ref=r)
                     for q, r in [(0.5, "A"), (0.95, "B"), (0.99, "C")]], "s", w=8, thresholds=[(0.5, "red")]),

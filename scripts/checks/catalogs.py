@@ -2,7 +2,8 @@
 """The query-catalog check (fails the build). For queries/{metrics,logs,traces,profiles}.md:
 every fenced block tagged promql, logql, traceql or pyroscope parses with its real grammar (the
 same parsers as the dashboard lint), PromQL reads only metrics something produces, profile
-blocks use the CPU profile type id with a valid selector, and each catalog has at least the
+blocks use the CPU profile type id with a valid selector, an error ratio shows 0 rather than
+nothing when nothing failed, and each catalog has at least the
 entries the workshop promises (25 / 20 / 20 / 8). `catalog_promql()` gives scripts/e2e.py the
 PromQL to execute against live Prometheus.
 """
@@ -66,6 +67,9 @@ def check() -> list[str]:
             problems.append(f"{where}: PromQL does not parse: {result['error']}")
         if not where.endswith("(selector)"):
             problems += [f"{where}: metric {n} is produced by nothing" for n in result["metrics"] if n not in metrics]
+    for language, where, query in found:
+        if language == "promql":
+            problems += dashboards.error_ratio_problems(where, " ".join(query.split()))
     logql = [q for lang, _, q in found if lang == "logql"]
     traceql = [q for lang, _, q in found if lang == "traceql"]
     wheres = [w for lang, w, _ in found if lang == "logql"] + [w for lang, w, _ in found if lang == "traceql"]

@@ -11,6 +11,10 @@
   every graph a unit;
 - an alert list's data source filter is a provisioned data source *name* (the panel compares
   names, not UIDs);
+- the Tempo datasource's traces-to-metrics queries parse and read known metrics, like panels;
+- an error ratio (5xx series over all) defaults its numerator to 0 (`or vector(0)`, or
+  `or <all> * 0` when grouped), so a
+  route without errors shows 0, not "No data";
 - a query with exemplars on reads only `_bucket` series of histograms that carry exemplars,
   without narrowing `le` (exemplars ride on bucket lines, each on its observation's bucket).
 `panel_promql()` also gives scripts/e2e.py the queries to execute against live Prometheus.
@@ -199,6 +203,10 @@ def lint() -> list[str]:
                 promql.append((f"{file}: {where} (profile selector)", selector))
 
     problems += alert_list_problems(models)
+    links = correlation_promql()
+    promql += links
+    for where, query in [(f"{f}: {w}", q) for f, m in models.items() for _, w, q in queries(m) if _ == "promql"] + links:
+        problems += error_ratio_problems(where, query)
     exemplar = exemplar_queries(models)
     metrics = known_metrics()
     for (where, query), result in zip(exemplar, parse_promql([q for _, q in exemplar])):
@@ -214,6 +222,31 @@ def lint() -> list[str]:
         if result["error"]:
             problems.append(f"{where}: {result['language']} does not parse: {result['error']}")
     return problems
+
+
+def correlation_promql() -> list[tuple[str, str]]:
+    """The PromQL of the Tempo datasource's traces-to-metrics links, with Grafana's link
+    variables filled in as a span of the entry service would fill them."""
+    path = "grafana/provisioning/datasources/datasources.yaml"
+    datasources = yaml.safe_load((ROOT / path).read_text())["datasources"]
+    tempo = next(d for d in datasources if d["type"] == "tempo")
+    out = []
+    for q in tempo["jsonData"].get("tracesToMetrics", {}).get("queries", []):
+        query = q["query"].replace("$$", "$").replace("$__tags", f'service="{ENTRY}"')
+        query = query.replace('${__span.tags["http.route"]}', "/api/orders")
+        out.append((f"{path}: tracesToMetrics '{q['name']}'", substitute(query)))
+    return out
+
+
+def error_ratio_problems(where: str, query: str) -> list[str]:
+    """A ratio whose numerator selects only 5xx series has no numerator at all while there are
+    no errors, and PromQL then returns nothing: the panel or link says "No data", not 0."""
+    if " / " not in query:
+        return []
+    numerator = query.split(" / ")[0]
+    if re.search(r'status_code=~"5\.\."', numerator) and not re.search(r"\bor\b", numerator):
+        return [f"{where}: an error ratio whose 5xx side has no `or vector(0)` (or `or <all> * 0` when grouped) shows \"No data\" instead of 0 when nothing failed"]
+    return []
 
 
 def alert_list_problems(models: dict[str, dict]) -> list[str]:
