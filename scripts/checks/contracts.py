@@ -14,7 +14,7 @@ Checks so far:
   name = OTEL_SERVICE_NAME = Prometheus `service` = Loki/Pyroscope `service_name`); the names
   the code writes (metric and exemplar labels, log fields, profile labels) and the labels and
   structured metadata Alloy makes of them; datasource UIDs, names and every correlation's
-  mapping; no removed Tempo 3 key; the RAM budget in docs/setup.md is the sum of the limits;
+  mapping; no Tempo 2 key Tempo 3 refuses or ignores; the RAM budget in docs/setup.md is the sum of the limits;
   every service carries the stack label Alloy filters on; usage reporting is off everywhere.
 """
 
@@ -330,15 +330,23 @@ def check_datasources() -> None:
 
 
 def check_tempo() -> None:
-    # Tempo 3 refuses the Tempo 2 keys most public configs still carry.
-    tempo_text = (ROOT / "tempo/tempo.yaml").read_text()
-    tempo = yaml.safe_load(tempo_text)
-    for key in ("ingester", "compactor", "ingester_client", "metrics_generator_client"):
+    """Tempo 3.0.3 reads its config strictly (yaml.UnmarshalStrict): the Tempo 2 blocks it no
+    longer has stop it at start, metrics_generator_client is accepted but ignored, and flat
+    overrides are refused unless overrides.enable_legacy_overrides is set."""
+    tempo = yaml.safe_load((ROOT / "tempo/tempo.yaml").read_text())
+    for key in ("ingester", "compactor", "ingester_client"):
         if key in tempo:
-            fail(f"tempo/tempo.yaml: `{key}` was removed in Tempo 3")
-    if "metrics_generator_processors" in tempo.get("overrides", {}) or "local_blocks" in tempo_text or "traces_storage" in tempo_text:
-        fail("tempo/tempo.yaml: flat metrics_generator_processors, local-blocks and traces_storage are gone in Tempo 3")
-    if tempo.get("overrides", {}).get("defaults", {}).get("metrics_generator", {}).get("processors") != ["service-graphs", "span-metrics"]:
+            fail(f"tempo/tempo.yaml: `{key}` does not exist in Tempo 3: it will not start")
+    if "metrics_generator_client" in tempo:
+        fail("tempo/tempo.yaml: `metrics_generator_client` is ignored by Tempo 3 (accepted for one release): leave it out")
+    generator = tempo.get("metrics_generator", {})
+    if "local_blocks" in generator.get("processor", {}) or "traces_storage" in generator:
+        fail("tempo/tempo.yaml: the local_blocks processor and traces_storage do not exist in Tempo 3: it will not start")
+    overrides = tempo.get("overrides", {})
+    flat = set(overrides) - {"defaults", "per_tenant_override_config", "per_tenant_override_period", "user_configurable_overrides", "enable_legacy_overrides"}
+    if flat:
+        fail(f"tempo/tempo.yaml: flat overrides {sorted(flat)}: Tempo 3 refuses them unless enable_legacy_overrides is set; use overrides.defaults")
+    if overrides.get("defaults", {}).get("metrics_generator", {}).get("processors") != ["service-graphs", "span-metrics"]:
         fail("tempo/tempo.yaml: overrides.defaults.metrics_generator.processors must enable service-graphs and span-metrics")
     for proto in tempo["distributor"]["receivers"]["otlp"]["protocols"].values():
         if not proto["endpoint"].startswith("0.0.0.0:"):
