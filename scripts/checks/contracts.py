@@ -15,7 +15,8 @@ Checks so far:
   the code writes (metric and exemplar labels, log fields, profile labels) and the labels and
   structured metadata Alloy makes of them; datasource UIDs, names and every correlation's
   mapping; no Tempo 2 key Tempo 3 refuses or ignores; the RAM budget in docs/setup.md is the sum of the limits;
-  every service carries the stack label Alloy filters on; usage reporting is off everywhere.
+  every service carries the stack label Alloy filters on; usage reporting is off everywhere;
+  the three waits of Loki's /ready are short.
 """
 
 import re
@@ -353,6 +354,20 @@ def check_tempo() -> None:
             fail("tempo/tempo.yaml: OTLP receivers must bind 0.0.0.0 (they default to localhost)")
 
 
+def check_loki_ready() -> None:
+    """Loki's /ready waits for the ingester's and the pattern ingester's min_ready_duration
+    (15 s each by default) and for the query frontend's first scheduler lookup (10 s): each
+    must be short, or every start is ~17 s slower than docs/setup.md says."""
+    loki = yaml.safe_load((ROOT / "loki/loki.yaml").read_text())
+    waits = {"ingester.lifecycler.min_ready_duration": loki.get("ingester", {}).get("lifecycler", {}).get("min_ready_duration"),
+             "frontend.scheduler_dns_lookup_period": loki.get("frontend", {}).get("scheduler_dns_lookup_period")}
+    if loki.get("pattern_ingester", {}).get("enabled"):
+        waits["pattern_ingester.lifecycler.min_ready_duration"] = loki["pattern_ingester"].get("lifecycler", {}).get("min_ready_duration")
+    for key, value in waits.items():
+        if not value or not re.fullmatch(r"\d+(ms|s)", str(value)) or (str(value).endswith("s") and not str(value).endswith("ms") and int(str(value)[:-1]) > 2):
+            fail(f"loki/loki.yaml: {key} is {value!r}; unset it delays /ready (set at most 2s)")
+
+
 def check_stack_label(compose: dict) -> None:
     """Alloy ships only containers carrying the stack label, and every service carries it."""
     label = contract.values()["stack_label"]
@@ -426,6 +441,7 @@ def check_stack() -> None:
     check_tempo()
     check_stack_label(compose)
     check_usage_reporting(compose)
+    check_loki_ready()
 
 
 def main() -> int:
