@@ -206,6 +206,22 @@ def check_images(compose: dict, env: dict) -> None:
             fail(f"docker-compose.yml: {name} has no healthcheck")
         if "mem_limit" not in service:
             fail(f"docker-compose.yml: {name} has no memory limit")
+    built_here = contract.values()["built_here"]
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+([\w-]+)", (ROOT / "Dockerfile").read_text(), re.M))
+    for name, service in compose["services"].items():
+        var = re.fullmatch(r"\$\{(\w+)\}", service.get("image", ""))
+        target = built_here.get(var.group(1)) if var else None
+        if target is None:
+            if "build" in service:
+                fail(f"docker-compose.yml: {name} builds an image docs/contracts.md does not list as built here")
+            continue
+        build = service.get("build", {})
+        if build.get("context") != "." or build.get("target") != target:
+            fail(f"docker-compose.yml: {name} must build target {target!r} of the root Dockerfile (build: {{context: ., target: {target}}})")
+        if target not in stages:
+            fail(f"Dockerfile: no stage named {target!r}")
+        if service.get("pull_policy") not in ("never", "build"):
+            fail(f"docker-compose.yml: {name}'s image is built here and in no registry: set pull_policy: never, or `docker compose pull` fails on it")
     for row in contract.table("Versions"):
         if env.get(row["variable"]) != row["image"]:
             fail(f".env: {row['variable']} is {env.get(row['variable'])!r}; docs/contracts.md ## Versions pins {row['image']}")
