@@ -384,6 +384,22 @@ def check_loki_ready() -> None:
             fail(f"loki/loki.yaml: {key} is {value!r}; unset it delays /ready (set at most 2s)")
 
 
+def check_grafana_access(compose: dict, env: dict) -> None:
+    """The workshop path needs no login: every correlation and catalog query opens Explore,
+    which Grafana grants to Editors (fixed:datasources:explorer), and to Viewers only with
+    viewers_can_edit. Anonymous Admin would let anyone change the data sources; the ports stay
+    on 127.0.0.1 (check_ports)."""
+    grafana = compose["services"]["grafana"]["environment"]
+    resolve = lambda v: env.get(m.group(1), "") if (m := re.fullmatch(r"\$\{(\w+)\}", str(v))) else str(v)
+    if resolve(grafana.get("GF_AUTH_ANONYMOUS_ENABLED")).lower() != "true":
+        return
+    role = resolve(grafana.get("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"))
+    if role == "Admin":
+        fail("grafana: anonymous visitors must not be Admin (they could change the data sources)")
+    elif role != "Editor" and resolve(grafana.get("GF_USERS_VIEWERS_CAN_EDIT")).lower() != "true":
+        fail(f"grafana: anonymous visitors are {role!r} without Explore; the labs open Explore (needs Editor, or viewers_can_edit)")
+
+
 def check_stack_label(compose: dict) -> None:
     """Alloy ships only containers carrying the stack label, and every service carries it."""
     label = contract.values()["stack_label"]
@@ -458,6 +474,7 @@ def check_stack() -> None:
     check_stack_label(compose)
     check_usage_reporting(compose)
     check_loki_ready()
+    check_grafana_access(compose, env)
 
 
 def main() -> int:
