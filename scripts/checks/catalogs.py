@@ -3,7 +3,8 @@
 every fenced block tagged promql, logql, traceql or pyroscope parses with its real grammar (the
 same parsers as the dashboard lint), PromQL reads only metrics something produces, profile
 blocks use the CPU profile type id with a valid selector, an error ratio shows 0 rather than
-nothing when nothing failed, and each catalog has at least the
+nothing when nothing failed, a LogQL pattern has a named capture, TraceQL names only
+spans and attributes that exist, and each catalog has at least the
 entries the workshop promises (25 / 20 / 20 / 8). `catalog_promql()` gives scripts/e2e.py the
 PromQL to execute against live Prometheus.
 """
@@ -70,6 +71,10 @@ def check() -> list[str]:
     for language, where, query in found:
         if language == "promql":
             problems += dashboards.error_ratio_problems(where, " ".join(query.split()))
+        elif language == "logql":
+            problems += dashboards.logql_problems(where, query)
+        elif language == "traceql":
+            problems += dashboards.traceql_problems(where, query)
     logql = [q for lang, _, q in found if lang == "logql"]
     traceql = [q for lang, _, q in found if lang == "traceql"]
     wheres = [w for lang, w, _ in found if lang == "logql"] + [w for lang, w, _ in found if lang == "traceql"]
@@ -92,7 +97,7 @@ def check_labs() -> list[str]:
         for m in FENCE.finditer(text):
             if m.group(2).strip() not in catalog:
                 problems.append(f"{lab.relative_to(ROOT)}: a {m.group(1)} query that is not in queries/: {m.group(2).strip()[:60]!r}")
-        scenario = re.search(r"scenario run ([\w-]+)", text)
+        scenario = re.search(r"(?:scenario run|compose run --rm scenario) ([\w-]+)", text)
         if not scenario or not (ROOT / f"load-gen/scenarios/{scenario.group(1)}.toml").exists():
             problems.append(f"{lab.relative_to(ROOT)}: does not start an existing load-gen scenario")
     return problems

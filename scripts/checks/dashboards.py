@@ -15,6 +15,8 @@
 - an error ratio (5xx series over all) defaults its numerator to 0 (`or vector(0)`, or
   `or <all> * 0` when grouped), so a
   route without errors shows 0, not "No data";
+- a LogQL `pattern` has a named capture; a TraceQL query names only span names, attributes
+  and routes that exist (docs/contracts.md, the app's route templates);
 - a query with exemplars on reads only `_bucket` series of histograms that carry exemplars,
   without narrowing `le` (exemplars ride on bucket lines, each on its observation's bucket).
 `panel_promql()` also gives scripts/e2e.py the queries to execute against live Prometheus.
@@ -217,6 +219,10 @@ def lint() -> list[str]:
         for name in result["metrics"]:
             if name not in metrics and not where.endswith("(profile selector)"):
                 problems.append(f"{where}: metric {name} is produced by nothing in prometheus/metric-catalog.yml or the rules")
+    for where, query in logql:
+        problems += logql_problems(where, query)
+    for where, query in traceql:
+        problems += traceql_problems(where, query)
     results = parse_lezer([q for _, q in logql], [q for _, q in traceql])
     for (where, _), result in zip(logql + traceql, results):
         if result["error"]:
@@ -247,6 +253,48 @@ def error_ratio_problems(where: str, query: str) -> list[str]:
     if re.search(r'status_code=~"5\.\."', numerator) and not re.search(r"\bor\b", numerator):
         return [f"{where}: an error ratio whose 5xx side has no `or vector(0)` (or `or <all> * 0` when grouped) shows \"No data\" instead of 0 when nothing failed"]
     return []
+
+
+def logql_problems(where: str, query: str) -> list[str]:
+    """What Loki rejects although the grammar parses it: a `pattern` needs at least one named
+    capture (`<_>` alone: "invalid pattern parser: at least one capture is required")."""
+    out = []
+    for m in re.finditer(r'\|\s*pattern\s+(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`)', query):
+        text = m.group(1) if m.group(1) is not None else m.group(2)
+        if not [c for c in re.findall(r"<(\w+)>", text) if c != "_"]:
+            out.append(f"{where}: LogQL pattern {text!r} has no named capture; Loki rejects it")
+    return out
+
+
+def app_routes() -> list[str]:
+    text = (ROOT / "sample-app/src/routes/templates.rs").read_text()
+    block = re.search(r"pub const APP_ROUTES: &\[&str\] = &\[(.*?)\];", text, re.S)
+    return re.findall(r'"([^"]+)"', block.group(1))
+
+
+def traceql_problems(where: str, query: str) -> list[str]:
+    """Span names and attributes a TraceQL query names must exist (docs/contracts.md ## Spans,
+    the app's route templates): a query on a name nothing produces parses and never matches."""
+    c = contract.values()
+    routes = app_routes()
+    methods = {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"}
+    out = []
+    for name in re.findall(r'(?<![.\w])name\s*=\s*"([^"]+)"', query):
+        method, _, route = name.partition(" ")
+        if name in c["spans"]["internal"] or (method in methods and (not route or route in routes)):
+            continue
+        out.append(f"{where}: no span is named {name!r} (server spans are 'METHOD /route', clients 'METHOD', internal ones {c['spans']['internal']})")
+    attributes = {a for group in c["span_attributes"].values() for a in group}
+    for key in re.findall(r"\bspan\.([\w.]+)", query):
+        if key not in attributes:
+            out.append(f"{where}: no span carries the attribute {key!r} (docs/contracts.md ## Spans)")
+    for key in re.findall(r"\bresource\.([\w.]+)", query):
+        if key not in c["resource_attributes"]:
+            out.append(f"{where}: no resource carries {key!r} (docs/contracts.md ## Service identity)")
+    for route in re.findall(r'\bspan\.http\.route\s*=\s*"([^"]+)"', query):
+        if route not in routes:
+            out.append(f"{where}: {route!r} is not a route template of the app")
+    return out
 
 
 def alert_list_problems(models: dict[str, dict]) -> list[str]:
