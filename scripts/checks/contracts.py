@@ -7,6 +7,7 @@ Checks so far:
 - every alert has severity, summary, description, a runbook_url to an existing
   docs/runbooks/<alert>.md, and a dashboard_url;
 - every alert a load-gen scenario expects exists in prometheus/rules;
+- a memory-leak scenario's cap plus the headroom in docs/contracts.md fits its container's limit;
 - the SLO objectives in slo.yml are the ones the burn-rate alerts use;
 - prometheus/tests/alerts_test.yml is what its generator writes today;
 - the stack against docs/contracts.md: ports (container, host, .env, published on 127.0.0.1
@@ -19,6 +20,7 @@ Checks so far:
   the three waits of Loki's /ready are short.
 """
 
+import math
 import re
 import subprocess
 import sys
@@ -77,6 +79,33 @@ def check_scenarios(rules: dict) -> None:
                 fail(f"{path.relative_to(ROOT)}: expects alert {alert!r}, which no rule defines")
 
 
+def mebibytes(limit: str) -> float:
+    return int(limit[:-1]) * {"k": 1 / 1024, "m": 1, "g": 1024}[limit[-1].lower()]
+
+
+def check_leak_fits() -> None:
+    """A memory-leak fault's cap plus what the service needs besides (docs/contracts.md,
+    memory_headroom_mib) stays under its container's limit: otherwise the lab's container is
+    OOM-killed, with its fault plan, before the leak alert can fire."""
+    compose = compose_file()["services"]
+    targets = {"entry": "sample-app", "downstream": "sample-app-downstream"}
+    headroom = contract.values()["memory_headroom_mib"]
+    plan_rs = (ROOT / "sample-app/src/faults/plan.rs").read_text()
+    factors = re.search(r"DEFAULT_LEAK_CAP: u64 = ([\d *]+);", plan_rs).group(1).split("*")  # e.g. 256 * 1024 * 1024
+    default_cap = math.prod(int(f) for f in factors)
+    for path in sorted((ROOT / "load-gen/scenarios").glob("*.toml")):
+        for fault in tomllib.loads(path.read_text()).get("fault", []):
+            plan = fault.get("plan", {})
+            if not plan.get("leak_bytes_per_request"):
+                continue
+            service = targets[fault["service"]]
+            cap = plan.get("leak_cap_bytes", default_cap) / 2**20
+            limit = mebibytes(compose[service]["mem_limit"])
+            if cap + headroom >= limit:
+                fail(f"{path.relative_to(ROOT)}: leaks up to {cap:.0f} MiB into {service}; with {headroom} MiB of headroom "
+                     f"that needs more than its mem_limit of {limit:.0f} MiB: it would be OOM-killed before the alert fires")
+
+
 def check_slo_objectives(rules: dict) -> None:
     slo = (ROOT / "prometheus/rules/slo.yml").read_text()
     budgets = {"availability": "0.005", "latency": "0.01"}
@@ -92,12 +121,16 @@ def check_slo_objectives(rules: dict) -> None:
 
 
 def check_generated_tests() -> None:
-    target = ROOT / "prometheus/tests/alerts_test.yml"
-    before = target.read_text()
+    targets = [ROOT / "prometheus/tests/alerts_test.yml", ROOT / "prometheus/tests/alerts_lab_test.yml"]
+    before = {t: t.read_text() if t.exists() else None for t in targets}
     subprocess.run([sys.executable, str(ROOT / "prometheus/tests/tools/gen_alerts_test.py")], check=True, capture_output=True)
-    if target.read_text() != before:
-        target.write_text(before)
-        fail("prometheus/tests/alerts_test.yml is stale: run prometheus/tests/tools/gen_alerts_test.py and commit it")
+    for target, text in before.items():
+        if target.read_text() != text:
+            if text is None:
+                target.unlink()
+            else:
+                target.write_text(text)
+            fail(f"{target.relative_to(ROOT)} is stale: run prometheus/tests/tools/gen_alerts_test.py and commit it")
 
 
 def env_file() -> dict[str, str]:
@@ -483,6 +516,7 @@ def main() -> int:
     rules = alerts()
     check_alert_metadata(rules)
     check_scenarios(rules)
+    check_leak_fits()
     check_slo_objectives(rules)
     check_generated_tests()
     check_stack()
