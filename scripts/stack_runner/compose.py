@@ -261,9 +261,12 @@ def load(root: Path, file: str = "docker-compose.yml", environ: dict[str, str] |
         raise ComposeError(f"{file}: no services")
     declared = set((document.get("volumes") or {}).keys())
     services: dict[str, Service] = {}
+    active = set(filter(None, variables.get("COMPOSE_PROFILES", "").split(",")))
     for name, raw in document["services"].items():
         where = f"{file}: services.{name}"
         raw = _interpolate_tree(raw, variables, where)
+        if raw.get("profiles") and not active & set(raw["profiles"]):
+            continue   # a service in a profile starts only when that profile is active (compose spec)
         depends = raw.get("depends_on") or {}
         if isinstance(depends, list):
             depends = {d: "service_started" for d in depends}

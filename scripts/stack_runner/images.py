@@ -16,8 +16,6 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from .compose import ComposeError, Project, Service
 
 # Users of the base images our Dockerfiles use (gcr.io/distroless: nonroot is 65532).
@@ -54,13 +52,14 @@ def repository(image: str) -> str:
     return head if head and "/" not in tail else name
 
 
-def contract_block(root: Path, block_id: str) -> dict:
-    """The fenced YAML block of `docs/contracts.md` whose first line is `# id: <block_id>`."""
-    text = (root / "docs/contracts.md").read_text()
-    for body in re.findall(r"```yaml\n(.*?)```", text, re.S):
-        if body.startswith(f"# id: {block_id}\n"):
-            return yaml.safe_load(body)
-    raise ComposeError(f"docs/contracts.md has no yaml block '# id: {block_id}'")
+def contract(root: Path) -> dict:
+    """The merged YAML blocks of `docs/contracts.md`, read as the other checks read them."""
+    import sys
+
+    sys.path.insert(0, str(root / "scripts/checks"))
+    import contract_doc
+
+    return contract_doc.values()
 
 
 def _user(text: str) -> tuple[int, int]:
@@ -71,7 +70,7 @@ def _user(text: str) -> tuple[int, int]:
 
 
 def upstream_facts(root: Path, image: str) -> ImageFacts:
-    table = contract_block(root, "images")
+    table = contract(root).get("images", {})
     repo = repository(image)
     if repo not in table:
         raise ComposeError(f"image {image}: not described in docs/contracts.md (Images)")

@@ -4,17 +4,14 @@ stand-in rejected anything it received (a malformed push, span, log stream)."""
 
 from __future__ import annotations
 
-from ..images import contract_block
+from ..images import contract
 from .base import Stack, get_json, wait_for
 
 STAND_IN_PORTS = {"pyroscope": 4040, "alloy": 12345, "grafana": 3000, "loki": 3100, "tempo": 3200}
 
 
 def expected_profile_types(stack: Stack) -> set[str]:
-    try:
-        return set(contract_block(stack.root, "profiles")["pushed_profile_types"])
-    except Exception:   # the contracts block is optional until the profile types are recorded
-        return {"process_cpu:cpu:nanoseconds:cpu:nanoseconds"}
+    return set(contract(stack.root)["pyroscope"]["profile_types"].values())
 
 
 def check(stack: Stack) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from stack_runner.images import contract_block  # noqa: E402
+from stack_runner.images import contract  # noqa: E402
 from stack_runner.stand_ins import alloy_config  # noqa: E402
 from stack_runner.stand_ins.alloy_config import Block, Call, ConfigError, Ref  # noqa: E402
 from stack_runner.stand_ins.common import Recorder, flags, serve, split_address  # noqa: E402
@@ -263,7 +263,7 @@ def main(argv: list[str]) -> None:
     if len(argv) < 2 or argv[1] != "run":
         raise SystemExit(f"stand-in alloy: only `alloy run` starts a server; got {argv[1:2]}")
     options, positional = flags(argv[2:])
-    allowed = set(contract_block(ROOT, "images")["grafana/alloy"]["flags"]["/bin/alloy run"])
+    allowed = set(contract(ROOT)["images"]["grafana/alloy"]["flags"]["/bin/alloy run"])
     unknown = set(options) - allowed
     if unknown:
         raise SystemExit(f"stand-in alloy: unknown flag(s) for alloy run: {sorted(unknown)}")
