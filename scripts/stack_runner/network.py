@@ -80,16 +80,23 @@ class Network:
         _ip("-n", HUB, "link", "set", "up0", "master", "br0", "up")
         _ip("addr", "add", f"{HOST_ADDRESS}/24", "dev", HOST_LINK)
         _ip("link", "set", HOST_LINK, "up")
-        for index, service in enumerate(self.services):
-            namespace = self.namespace(service)
-            peer = f"v{index}"
-            _ip("netns", "add", namespace)
-            _ip("-n", namespace, "link", "set", "lo", "up")
-            _ip("link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            _ip("link", "set", peer, "netns", HUB)
-            _ip("-n", HUB, "link", "set", peer, "master", "br0", "up")
-            _ip("-n", namespace, "addr", "add", f"{self.address(service)}/24", "dev", "eth0")
-            _ip("-n", namespace, "link", "set", "eth0", "up")
+        for service in self.services:
+            self.attach(service)
+
+    def attach(self, service: str) -> None:
+        """A container started after the others (`stack.py run`): its own namespace on the bridge."""
+        namespace, peer = self.namespace(service), f"v{self.services.index(service)}"
+        _ip("netns", "add", namespace)
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        _ip("link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        _ip("link", "set", peer, "netns", HUB)
+        _ip("-n", HUB, "link", "set", peer, "master", "br0", "up")
+        _ip("-n", namespace, "addr", "add", f"{self.address(service)}/24", "dev", "eth0")
+        _ip("-n", namespace, "link", "set", "eth0", "up")
+
+    def detach(self, service: str) -> None:
+        _ip("-n", HUB, "link", "del", f"v{self.services.index(service)}", check=False)
+        _ip("netns", "del", self.namespace(service), check=False)
 
     @staticmethod
     def destroy() -> list[str]:
