@@ -50,7 +50,7 @@ def build_containers(project: compose.Project, state: Path, time_scale: float | 
                      build: str = "release"):
     binaries = programs.workspace_binaries(ROOT)
     order = project.start_order()
-    net = network.Network(order, mode)
+    net = network.Network(order, network.RunIdentity.of(state), mode)
     containers = {}
     for name in order:
         service = project.services[name]
@@ -159,8 +159,9 @@ def cmd_down(args) -> int:
             time.sleep(0.2)
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
-    MemoryCgroup.remove_all()
-    removed = network.Network.destroy()
+    run = network.RunIdentity.of(state)
+    MemoryCgroup.remove_all(run.prefix)
+    removed = network.Network.destroy(run)
     shutil.rmtree(state / "containers", ignore_errors=True)
     if args.volumes:
         shutil.rmtree(state / "volumes", ignore_errors=True)
@@ -218,11 +219,11 @@ def cmd_run(args) -> int:
     program = programs.program_for(project, service, facts, sys.executable, build)
     name = f"{args.service}-run-{os.getpid()}"
     service = dataclasses.replace(service, name=name)
-    net = network.Network([*current["services"], name])
+    net = network.Network([*current["services"], name], network.RunIdentity.of(args.state))
     container = Container(project, service, facts, program, net, args.state, [])
     container.dir = args.state / "containers" / name
     if container.cgroup:
-        container.cgroup = MemoryCgroup(name, service.mem_limit)
+        container.cgroup = MemoryCgroup(net.run.prefix, name, service.mem_limit)
     net.attach(name)
     try:
         process = container.start(stdout=None, stderr=None)

@@ -216,8 +216,8 @@ class Supervisor:
                 t.start()
             for t in threads:
                 t.join()
-        MemoryCgroup.remove_all()
-        Network.destroy()
+        MemoryCgroup.remove_all(self.network.run.prefix)
+        Network.destroy(self.network.run)
         self.phase = "down"
         self.write_state()
 
