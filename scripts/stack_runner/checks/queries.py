@@ -63,6 +63,8 @@ def run_one(stack: Stack, language: str, query: str, trace_id: str | None) -> tu
     if language == "promql":
         if re.search(r"traces_(spanmetrics|service_graph)_", query) and not stack.real("tempo"):
             return None, "TEMPO_BIN not set: Tempo's metrics generator does not run"
+        if re.search(r"\bgrafana_\w+", query) and not stack.real("grafana"):
+            return None, "Grafana's self-metrics come from a real Grafana; a stand-in runs here"
         # A panel or Explore runs a range query: data anywhere in the last 15 minutes counts.
         now = time.time()
         rows = Prometheus(stack.url("prometheus", 9090)).api("query_range", query=query, start=f"{now - 900:.0f}",
