@@ -310,14 +310,8 @@ async fn repeat_scenario(
             seed: args.common.seed.wrapping_add(iteration - 1),
             ..args.common.clone()
         };
-        let outcome = run_scenario(
-            scenario,
-            &endpoints,
-            &common,
-            instruments,
-            stop.clone(),
-        )
-        .await?;
+        let outcome =
+            run_scenario(scenario, &endpoints, &common, instruments, stop.clone()).await?;
         print_report(&outcome.report, args.common.output)?;
         for link in &outcome.links {
             eprintln!("evidence: {link}");

@@ -76,6 +76,7 @@ impl Default for LoadMetrics {
             "Requests sent and not yet finished",
             in_flight.clone(),
         );
+        registry.register_collector(Box::new(otlp_tracing::SpanExportCollector));
         let duration = Histogram::new(BUCKETS);
         registry.register_with_unit(
             "loadgen_request_duration",

@@ -55,7 +55,10 @@ impl Application {
         let metrics = AppMetrics::new(
             &settings.otel.service_name,
             &settings.otel.service_version,
-            vec![Box::new(FaultCollector(faults.clone()))],
+            vec![
+                Box::new(FaultCollector(faults.clone())),
+                Box::new(otlp_tracing::SpanExportCollector),
+            ],
         );
         let downstream = match &settings.downstream_url {
             Some(base) => Some(Downstream {

@@ -106,7 +106,8 @@ fn sampler(setting: SamplerSetting) -> Sampler {
     }
 }
 
-/// Wraps the OTLP exporter to report an unreachable collector once, not per batch.
+/// Wraps the OTLP exporter to report an unreachable collector once, not per batch, and to
+/// count what it sent ([`crate::exported`]).
 #[derive(Debug)]
 struct ObservedExporter<E> {
     inner: E,
@@ -115,7 +116,9 @@ struct ObservedExporter<E> {
 
 impl<E: SpanExporter> SpanExporter for ObservedExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
         let result = self.inner.export(batch).await;
+        crate::exported::SPAN_EXPORTS.record(spans, result.as_ref().map(|_| ()));
         match &result {
             Ok(()) => self.health.success(),
             Err(error) => self.health.failure(error),
