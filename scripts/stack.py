@@ -5,6 +5,7 @@
     scripts/stack.py status                every service: real or stand-in, state, health
     scripts/stack.py logs SERVICE          a container's output (the json-file log)
     scripts/stack.py run SERVICE [ARGS]    a one-off container (`docker compose run --rm`)
+    scripts/stack.py stop SERVICE          stop one service, no restart (`docker compose stop`)
     scripts/stack.py check                 the checks of the whole stack (scripts/stack_runner/checks)
     scripts/stack.py down [-v]             stop everything, remove namespaces (and volumes with -v)
     scripts/stack.py test                  up + check + down, with free host ports (scripts/test)
@@ -113,6 +114,7 @@ def cmd_up(args) -> int:
         return 1
     state.mkdir(parents=True, exist_ok=True)
     (state / "state.json").unlink(missing_ok=True)
+    shutil.rmtree(state / "stopped", ignore_errors=True)
     (state / "build").write_text(args.build)
     argv = [sys.executable, __file__, "--state", str(state), "_supervise", "--build", args.build]
     if args.time_scale:
@@ -200,6 +202,24 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_stop(args) -> int:
+    """`docker compose stop SERVICE`: SIGTERM, SIGKILL after the grace period, and no restart."""
+    current = read_state(args.state)
+    service = (current or {}).get("services", {}).get(args.service)
+    if not service or not alive(service.get("pid")):
+        print(f"stack: {args.service} is not running", file=sys.stderr)
+        return 1
+    (args.state / "stopped").mkdir(exist_ok=True)
+    (args.state / "stopped" / args.service).touch()
+    os.kill(service["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while alive(service["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(service["pid"]):
+        os.kill(service["pid"], signal.SIGKILL)
+    return 0
+
+
 def cmd_run(args) -> int:
     """`docker compose run --rm SERVICE [ARGS]`: a one-off container of SERVICE (its profile is
     activated, as compose does), ARGS replacing its command, on the running stack's network."""
@@ -214,6 +234,7 @@ def cmd_run(args) -> int:
     service = project.services[args.service]
     if args.args:
         service.command = list(args.args)
+    service.environment.update(dict(item.split("=", 1) for item in args.env))
     facts = images.facts_for(project, service, programs.workspace_binaries(ROOT))
     build = (args.state / "build").read_text().strip()
     program = programs.program_for(project, service, facts, sys.executable, build)
@@ -241,7 +262,7 @@ def cmd_run(args) -> int:
 def cmd_check(args) -> int:
     from stack_runner.checks import run as checks
 
-    return checks.main(ROOT, args.state, read_state(args.state))
+    return checks.main(ROOT, args.state, read_state(args.state), getattr(args, "soak", 0) or 0)
 
 
 def cmd_test(args) -> int:
@@ -275,18 +296,28 @@ def main() -> int:
                        help="append --time-scale X to load-gen scenario commands (the one deviation from compose)")
         p.add_argument("--build", choices=["release", "debug"], default="release",
                        help="which cargo build of this workspace runs (the images hold the release build)")
+        if name == "test":
+            p.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                           help="end with a soak: faults cycling for SECONDS, then prove nothing was lost")
     down = sub.add_parser("down")
     down.add_argument("-v", "--volumes", action="store_true", help="also remove the named volumes")
     sub.add_parser("status")
-    sub.add_parser("check")
+    check = sub.add_parser("check")
+    check.add_argument("--soak", type=float, default=0, metavar="SECONDS",
+                       help="end with a soak: faults cycling for SECONDS, then prove nothing was lost")
     logs = sub.add_parser("logs")
     logs.add_argument("service")
+    stop = sub.add_parser("stop", help="stop a service without restarting it, as `docker compose stop`")
+    stop.add_argument("service")
     run = sub.add_parser("run", help="a one-off container, as `docker compose run --rm SERVICE ARGS`")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                     help="set an environment variable in the container, as `docker compose run -e`")
     run.add_argument("service")
     run.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     handlers = {"up": cmd_up, "_supervise": cmd_supervise, "down": cmd_down, "status": cmd_status,
-                "logs": cmd_logs, "check": cmd_check, "test": cmd_test, "run": cmd_run}
+                "logs": cmd_logs, "check": cmd_check, "test": cmd_test, "run": cmd_run,
+                "stop": cmd_stop}
     return handlers[args.command](args)
 
 

@@ -120,7 +120,14 @@ impl ClientTracer {
         };
         // Off the runtime thread: the gRPC exporter needs the runtime to make progress.
         let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
-        match tokio::time::timeout(FLUSH_TIMEOUT, flushed).await {
+        let outcome = tokio::time::timeout(FLUSH_TIMEOUT, flushed).await;
+        let [(_, accepted), (_, timeout), (_, shut_down), (_, failed)] =
+            otlp_tracing::SPAN_EXPORTS.snapshot();
+        eprintln!(
+            "load-gen: {accepted} client spans exported, {} failed",
+            timeout + shut_down + failed
+        );
+        match outcome {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => eprintln!("load-gen: flushing spans failed: {e}"),
             Ok(Err(e)) => eprintln!("load-gen: the span flush task failed: {e}"),

@@ -34,7 +34,7 @@ RESTART_POLICIES = {"always", "unless-stopped", "on-failure"}
 class Runtime:
     container: Container
     plan: health.HealthPlan
-    status: str = "created"            # created, running, restarting, exited
+    status: str = "created"            # created, running, restarting, exited, stopped
     health: str = "none"               # none, starting, healthy, unhealthy
     health_detail: str = ""
     started_at: float = 0.0
@@ -126,7 +126,12 @@ class Supervisor:
         rt.status = "exited"
         self.write_state()
         policy = rt.container.service.restart
-        if self.stopping.is_set() or policy not in RESTART_POLICIES or (policy == "on-failure" and code == 0):
+        stopped_on_purpose = (self.state / "stopped" / name).exists()   # `stack.py stop`, as `docker compose stop`
+        if stopped_on_purpose:
+            rt.status = "stopped"
+            self.write_state()
+        if self.stopping.is_set() or stopped_on_purpose or policy not in RESTART_POLICIES \
+                or (policy == "on-failure" and code == 0):
             return
         ran = time.monotonic() - rt.started_at
         backoff = 0.1 * 2 ** min(len(rt.exits) - 1, 10) if ran < 10 else 0.1

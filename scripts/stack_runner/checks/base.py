@@ -100,6 +100,8 @@ class Stack:
     state: dict
     ledger: Ledger
     incident_ended: float = 0.0     # time.monotonic() when the incident check's scenario ended
+    incident_reports: list = field(default_factory=list)   # its reports' status counts
+    incident_spans: int = 0         # the client spans it exported
 
     def service(self, name: str) -> dict:
         return self.state["services"][name]

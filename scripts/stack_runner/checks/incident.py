@@ -22,6 +22,10 @@ def check(stack: Stack) -> None:
                "scenario", SCENARIO, "--time-scale", scale, "--quiet", "--output", "json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     stack.incident_ended = time.monotonic()
+    from .soak import exported_spans, reports_in
+
+    stack.incident_reports = reports_in(done.stdout)
+    stack.incident_spans = exported_spans(done.stderr)
     tail = done.stderr.strip().splitlines()[-3:]
     stack.ledger.check(done.returncode == 0, f"the scenario service ran {SCENARIO} and exited 0 ({tail})")
     for service in ("sample-app", "sample-app-downstream"):

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 
 from .backends import Tempo
-from .base import Prometheus, Stack, get_json, wait_for
+from .base import CheckFailed, Prometheus, Stack, get_json, wait_for
 
 ITERATIONS = 4
 SETTLED = 30     # seconds: a trace younger than this may still miss spans in a batch
@@ -34,18 +34,29 @@ def scenario_seconds(stack: Stack) -> float | None:
     return int(duration.group(1)) * {"s": 1, "m": 60, "h": 3600}[duration.group(2)] * scale
 
 
+def last_error(stack: Stack) -> str:
+    lines = [line.strip() for line in stack.log_lines("load-gen") if "error" in line.lower()]
+    return lines[-1] if lines else "no error line"
+
+
 def check(stack: Stack) -> None:
     print(f"over time: the stack's own load-gen command through {ITERATIONS} --repeat iterations")
     seconds = scenario_seconds(stack)
     if seconds is None:
         stack.ledger.skip("load-gen --repeat iterations", "load-gen is not time-scaled: start with `up --time-scale X`")
     else:
-        wait_for(f"load-gen's iteration {ITERATIONS}", lambda: iterations(stack) >= ITERATIONS,
-                 timeout=ITERATIONS * seconds * 3 + 60)
-        stack.refresh()
+        def done_or_exited():
+            stack.refresh()
+            return iterations(stack) >= ITERATIONS or stack.service("load-gen")["exits"]
+
+        try:
+            wait_for(f"load-gen's iteration {ITERATIONS}", done_or_exited, timeout=ITERATIONS * seconds * 3 + 60)
+        except CheckFailed as failure:
+            stack.ledger.fail(str(failure))
         service = stack.service("load-gen")
         stack.ledger.check(service["starts"] == 1 and not service["exits"],
-                           f"load-gen ran {iterations(stack)} iterations in one process, never exited or restarted")
+                           f"load-gen ran {iterations(stack)} iterations in one process, never exited or restarted "
+                           f"({service['starts']} starts; last error: {last_error(stack) if service['exits'] else 'none'})")
     prom = Prometheus(stack.url("prometheus", 9090))
     up = wait_for("load-gen scraped", lambda: prom.value('up{job="load-gen"}') is not None, timeout=60)
     stack.ledger.check(prom.value('up{job="load-gen"}') == 1, f"Prometheus scrapes load-gen's metrics (up = {up})")
@@ -57,10 +68,16 @@ def check(stack: Stack) -> None:
 
 def traces_in_tempo(stack: Stack) -> None:
     tempo = Tempo(stack.url("tempo", 3200))
-    wait_for("load-gen traces in Tempo", lambda: tempo.search('{resource.service.name="load-gen"}'), timeout=90)
-    reused = tempo.search('{resource.service.name="load-gen"} | count() > 1', limit=20)
-    stack.ledger.check(not reused, "no trace holds two load-gen requests: TraceQL "
-                                   f"`{{resource.service.name=\"load-gen\"}} | count() > 1` matched {len(reused)}")
+    try:
+        wait_for("load-gen traces in Tempo", lambda: tempo.search('{resource.service.name="load-gen"}'), timeout=90)
+        stack.ledger.ok("load-gen's client spans are in Tempo")
+    except CheckFailed as failure:
+        stack.ledger.fail(f"load-gen exports no client spans: {failure}")
+    # One request, one trace: a trace id used twice would put two requests' spans in one trace.
+    for service in ("load-gen", "sample-app"):
+        query = f'{{resource.service.name="{service}" && kind={"client" if service == "load-gen" else "server"}}} | count() > 1'
+        reused = tempo.search(query, limit=20)
+        stack.ledger.check(not reused, f"no trace id was used twice: TraceQL `{query}` matched {len(reused)} traces")
     time.sleep(max(0, SETTLED - 5))
     now = int(time.time())
     body = get_json(f"{tempo.url}/api/search", q='{resource.service.name="sample-app" && kind=server}',
@@ -76,9 +93,11 @@ def traces_in_stand_in(stack: Stack) -> None:
     load_gen = [s for s in spans if s["service"] == "load-gen"]
     if not stack.ledger.check(bool(load_gen), f"load-gen exported {len(load_gen)} client spans to the Tempo stand-in"):
         return
-    ids = Counter(s["trace_id"] for s in load_gen)
-    reused = [t for t, n in ids.items() if n > 1]
-    stack.ledger.check(not reused, f"no trace id reused by load-gen across {len(load_gen)} requests ({reused[:3]})")
+    for service, kind in (("load-gen", 3), ("sample-app", 2)):
+        ids = Counter(s["trace_id"] for s in spans if s["service"] == service and s["kind"] == kind)
+        reused = [t for t, n in ids.items() if n > 1]
+        stack.ledger.check(not reused, f"no trace id was used twice: {service}'s {sum(ids.values())} spans of kind "
+                                       f"{kind} are in {len(ids)} traces ({reused[:3]})")
     known = {s["span_id"] for s in spans}
     settled = time.time_ns() - SETTLED * 10**9
     server = [s for s in spans if s["service"] == "sample-app" and s["kind"] == 2 and s["start_ns"] < settled]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from . import correlations, incident, logs_pipeline, over_time, profiles, queries, services
+from . import correlations, incident, logs_pipeline, over_time, profiles, queries, services, soak
 from .base import CheckFailed, Ledger, Stack
 
 GROUPS = [services, over_time, logs_pipeline, profiles, correlations, incident, queries]
@@ -23,14 +23,18 @@ def summary(stack: Stack) -> str:
             f"{len(ledger.passed)} passed, {len(ledger.skipped)} skipped, {len(ledger.failed)} failed")
 
 
-def main(root: Path, state_dir: Path, state: dict | None) -> int:
+def main(root: Path, state_dir: Path, state: dict | None, soak_seconds: float = 0) -> int:
     if not state or state.get("phase") != "running":
         print("stack check: the stack is not up (`scripts/stack.py up` first)")
         return 2
     stack = Stack(root, state_dir, state, Ledger())
-    for group in GROUPS:
+    groups = [(g, g.check) for g in GROUPS]
+    if soak_seconds:
+        # Last: it stops the traffic to count exactly.
+        groups.append((soak, lambda s: soak.check(s, soak_seconds)))
+    for group, run in groups:
         try:
-            group.check(stack)
+            run(stack)
         except CheckFailed as failure:
             stack.ledger.fail(f"{group.__name__.rsplit('.', 1)[-1]}: {failure}")
         except Exception as error:   # a broken check is a failure, with where it broke

@@ -1,0 +1,188 @@
+"""The soak: the stack's own load-gen plus every fault kind in turn (`scenario fault-tour
+--repeat`, a one-off compose container) for a while, and then the proof that nothing was lost:
+
+- no service restarted; the resident memory of each Rust service is flat (its slope is stated);
+- every span the programs report exporting (`otel_sdk_exporter_span_exported_total`) arrived at
+  Tempo (`tempo_distributor_spans_received_total`), to the span;
+- every access line the two services wrote to stdout is in Loki, with its trace id;
+- every request load-gen and the scenario sent (their reports) is in the entry service's request
+  counter, to the request.
+
+To count exactly, traffic is stopped before the final counts (the scenario by Ctrl-C, load-gen by
+`stack.py stop`, which drains what is in flight and prints its last report): so this is the last
+check of a run. The scenario's own spans are not exported (`-e OTEL_TRACES_EXPORTER=none`): a
+one-off container has no /metrics to report them on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+from .backends import Loki
+from .base import CheckFailed, Stack, get_json, http, wait_for
+
+RUST_SERVICES = ("sample-app", "sample-app-downstream", "load-gen")
+SAMPLE_EVERY = 10.0
+OPERATIONAL = {"/health", "/ready", "/metrics", "/debug/pprof/profile", "/debug/pprof/heap", "/admin/faults"}
+
+
+def scrape(url: str) -> list[tuple[str, dict, float]]:
+    """(name, labels, value) of a Prometheus or OpenMetrics exposition."""
+    out = []
+    for line in http(url).decode().splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*?)\})? (\S+)", line)
+        if match and not line.startswith("#"):
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+            out.append((match.group(1), labels, float(match.group(3))))
+    return out
+
+
+def total(samples, name: str, **where) -> float:
+    return sum(v for n, labels, v in samples if n == name and all(
+        (labels.get(k) in w) if isinstance(w, (set, tuple)) else labels.get(k) == w for k, w in where.items()))
+
+
+def rss_mib(stack: Stack, service: str) -> float | None:
+    pid = stack.service(service).get("pid")
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def slope_mib_per_minute(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (seconds, MiB)."""
+    n = len(points)
+    if n < 3:
+        return 0.0
+    mean_t = sum(t for t, _ in points) / n
+    mean_m = sum(m for _, m in points) / n
+    var = sum((t - mean_t) ** 2 for t, _ in points)
+    return 60 * sum((t - mean_t) * (m - mean_m) for t, m in points) / var if var else 0.0
+
+
+def reports_in(text: str) -> list[dict[str, int]]:
+    """The status counts of every load-gen report (table or JSON) in a text."""
+    counts = []
+    for line in re.findall(r"status codes\s+(.*)", text):
+        counts.append({k: int(v) for k, v in re.findall(r"(\d{3}): (\d+)", line)})
+    decoder, index = json.JSONDecoder(), 0
+    while (start := text.find("{", index)) != -1:
+        try:
+            report, index = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+            continue
+        if isinstance(report, dict) and "status_counts" in report:
+            counts.append({k: int(v) for k, v in report["status_counts"].items()})
+    return counts
+
+
+def exported_spans(text: str) -> int:
+    """The count load-gen prints at exit: `load-gen: N client spans exported, M failed`."""
+    found = re.findall(r"load-gen: (\d+) client spans exported, (\d+) failed", text)
+    return int(found[-1][0]) if found else 0
+
+
+def check(stack: Stack, seconds: float) -> None:
+    argv = stack.service("load-gen")["argv"]
+    scale = argv[argv.index("--time-scale") + 1] if "--time-scale" in argv else "1"
+    print(f"soak: {seconds:.0f} s of the stack's load-gen plus `scenario fault-tour --repeat --time-scale {scale}`")
+    command = [sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir), "run",
+               "-e", "OTEL_TRACES_EXPORTER=none", "scenario", "fault-tour", "--repeat", "--time-scale", scale,
+               "--quiet", "--output", "json"]
+    scenario = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = time.monotonic()
+    memory: dict[str, list[tuple[float, float]]] = {s: [] for s in RUST_SERVICES}
+    while time.monotonic() - start < seconds and scenario.poll() is None:
+        for service in RUST_SERVICES:
+            if (mib := rss_mib(stack, service)) is not None:
+                memory[service].append((time.monotonic() - start, mib))
+        time.sleep(SAMPLE_EVERY)
+    scenario.send_signal(signal.SIGINT)
+    out, err = scenario.communicate(timeout=120)
+    stack.ledger.check(scenario.returncode in (0, 130), f"the fault tour ran {err.count('iteration')} iterations "
+                                                        f"and stopped cleanly (exit {scenario.returncode})")
+    the_scenario = reports_in(out)
+    stop = subprocess.run([sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir),
+                           "stop", "load-gen"], capture_output=True, text=True, timeout=60)
+    if stop.returncode != 0:
+        raise CheckFailed(f"could not stop load-gen: {stop.stderr}")
+    time.sleep(8)   # the batch span processors' 5 s schedule, and Alloy's 1 s batches
+    restarts(stack)
+    flat_memory(stack, memory)
+    spans_arrived(stack)
+    lines_arrived(stack)
+    requests_counted(stack, the_scenario)
+
+
+def restarts(stack: Stack) -> None:
+    stack.refresh()
+    for name, service in stack.state["services"].items():
+        expected_exits = 1 if name == "load-gen" else 0
+        stack.ledger.check(service["starts"] == 1 and len(service["exits"]) == expected_exits
+                           and not any(e["oom_killed"] for e in service["exits"]),
+                           f"soak: {name} never restarted or was OOM-killed ({service['starts']} start)")
+
+
+def flat_memory(stack: Stack, memory: dict) -> None:
+    for service, points in memory.items():
+        settled = [p for p in points if p[0] >= 60] or points   # after a minute of warm-up
+        slope = slope_mib_per_minute(settled)
+        low, high = min(m for _, m in points), max(m for _, m in points)
+        stack.ledger.check(slope < 1.0, f"soak: {service} resident memory {low:.1f}–{high:.1f} MiB, slope "
+                                        f"{slope:+.2f} MiB/min over {len(settled)} samples (flat: < 1 MiB/min)")
+
+
+def spans_arrived(stack: Stack) -> None:
+    exported = failed = 0.0
+    for service in ("sample-app", "sample-app-downstream"):
+        samples = scrape(f"{stack.url(service, 8080)}/metrics")
+        exported += total(samples, "otel_sdk_exporter_span_exported_total", error_type="")
+        failed += sum(v for n, l, v in samples if n == "otel_sdk_exporter_span_exported_total" and l.get("error_type"))
+    log = "".join(stack.log_lines("load-gen"))
+    loadgen = exported_spans(log)
+    loadgen_failed = sum(int(m) for m in re.findall(r"client spans exported, (\d+) failed", log))
+    received = total(scrape(f"{stack.url('tempo', 3200)}/metrics"), "tempo_distributor_spans_received_total")
+    stack.ledger.check(failed == 0 and loadgen_failed == 0,
+                       f"soak: no span export failed (services {failed:.0f}, load-gen {loadgen_failed})")
+    reported = exported + loadgen + stack.incident_spans
+    stack.ledger.check(received == reported,
+                       f"soak: Tempo received {received:.0f} spans, exactly what the programs report exporting "
+                       f"({exported:.0f} by the services, {loadgen} by load-gen, {stack.incident_spans} by the "
+                       f"incident's scenario)")
+
+
+def lines_arrived(stack: Stack) -> None:
+    for service in ("sample-app", "sample-app-downstream"):
+        written = [r for r in stack.json_log(service) if r.get("target") == "access"]
+        with_ids = sum(1 for r in written if r.get("trace_id"))
+        if stack.real("loki"):
+            loki = Loki(stack.url("loki", 3100))
+            window = int(time.time() - stack.state["started"]) + 60
+            query = f'sum(count_over_time({{service_name="{service}"}} |= "request completed" | trace_id!="" [{window}s]))'
+            result = get_json(f"{loki.url}/loki/api/v1/query", query=query)["data"]["result"]
+            arrived = int(float(result[0]["value"][1])) if result else 0
+        else:
+            entries = get_json(f"{stack.url('loki', 3100)}/stand-in/entries", service_name=service)
+            arrived = sum(1 for e in entries if "request completed" in e["line"] and e["metadata"].get("trace_id"))
+        stack.ledger.check(arrived == len(written) == with_ids,
+                           f"soak: {service} wrote {len(written)} access lines; Loki holds {arrived} with their trace id")
+
+
+def requests_counted(stack: Stack, the_scenario: list[dict[str, int]]) -> None:
+    served = scrape(f"{stack.url('sample-app', 8080)}/metrics")
+    counted = sum(v for n, l, v in served if n == "http_server_request_duration_seconds_count"
+                  and l.get("http_route") not in OPERATIONAL)
+    reports = reports_in("".join(stack.log_lines("load-gen"))) + the_scenario + stack.incident_reports
+    sent = sum(sum(r.values()) for r in reports)
+    stack.ledger.check(counted == sent, f"soak: the entry service counted {counted:.0f} requests; load-gen's and the "
+                                        f"scenarios' {len(reports)} reports say {sent} were answered")
