@@ -4,6 +4,10 @@
 //! Because all three come from the same span, a metric exemplar, a log line and a trace always
 //! agree on the trace id.
 //!
+//! A sampled server span is also marked for span profiles ([`span_profiles`]): it gets
+//! `pyroscope.profile.id`, CPU samples taken during its work carry its span id, and its final
+//! name is remembered for their `span_name` label.
+//!
 //! Operational routes (probes, scrapes, profile pulls: [`is_operational`]) are only counted in
 //! the metrics: no span, no access line. Methods are normalised ([`RequestMethod`]) so a client
 //! cannot create label values or span names at will.
@@ -29,6 +33,7 @@ use super::{
         ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE,
     },
     propagation,
+    span_profiles::{self, SPAN_NAMES},
 };
 
 /// The route template of a resource, attached as resource data so the middleware learns it
@@ -52,6 +57,11 @@ pub async fn observe_request(
         Span::none()
     } else {
         server_span(&req, method)
+    };
+    let profiled = if operational || !span_profiles::enabled() {
+        None
+    } else {
+        span_profiles::mark_profiled(&span)
     };
 
     let active = metrics
@@ -79,7 +89,10 @@ pub async fn observe_request(
     };
     let code = status.as_u16();
     if !operational {
-        finish_span(&span, method, route, status, error_type);
+        let name = finish_span(&span, method, route, status, error_type);
+        if let Some(labels) = profiled {
+            SPAN_NAMES.record(labels.span_id, &name);
+        }
     }
     let route = route.unwrap_or(UNMATCHED_ROUTE);
 
@@ -99,24 +112,27 @@ pub async fn observe_request(
     result
 }
 
-/// Names the span after its route and records the outcome.
+/// Names the span after its route and records the outcome; returns the name.
 fn finish_span(
     span: &Span,
     method: RequestMethod<'_>,
     route: Option<&'static str>,
     status: actix_web::http::StatusCode,
     error_type: Option<&str>,
-) {
+) -> String {
     // OpenTelemetry names a server span `METHOD /route` (`HTTP /route` for an unknown method),
     // and just `METHOD` when no route matched. Renamed on the OpenTelemetry span itself: once a
     // child needed its context, the span is built, and tracing-opentelemetry 0.34 then ignores
     // a recorded `otel.name`.
-    if let Some(route) = route {
-        span.context()
-            .span()
-            .update_name(format!("{} {route}", method.span_name_prefix()));
-        span.record("http.route", route);
-    }
+    let name = match route {
+        Some(route) => {
+            let name = format!("{} {route}", method.span_name_prefix());
+            span.context().span().update_name(name.clone());
+            span.record("http.route", route);
+            name
+        }
+        None => method.span_name_prefix().to_owned(),
+    };
     let code = status.as_u16();
     span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
@@ -126,6 +142,7 @@ fn finish_span(
             error_type.map_or_else(|| code.to_string(), str::to_owned),
         );
     }
+    name
 }
 
 /// The server span, named `METHOD` until routing tells the route.
@@ -145,6 +162,7 @@ fn server_span(req: &ServiceRequest, method: RequestMethod<'_>) -> Span {
         http.response.status_code = Empty,
         error.type = Empty,
         fault.injected = Empty,
+        pyroscope.profile.id = Empty,
     );
     // Setting the parent fails only when the span is disabled (telemetry off): nothing to link.
     let _ = span.set_parent(propagation::extract(req.headers()));
