@@ -164,9 +164,14 @@ fn values(now: &Counts, previous: &Counts) -> [i64; 4] {
 }
 
 fn is_allocator_frame(function: &str) -> bool {
-    ALLOCATOR_FRAMES
-        .iter()
-        .any(|prefix| function.starts_with(prefix))
+    // `<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem`: an `alloc` trait impl.
+    let alloc_trait = function
+        .split_once(" as ")
+        .is_some_and(|(_, path)| path.starts_with("alloc::"));
+    alloc_trait
+        || ALLOCATOR_FRAMES
+            .iter()
+            .any(|prefix| function.starts_with(prefix))
 }
 
 /// The stack from the first address whose code is not all allocator (inlined frames included).
@@ -278,6 +283,24 @@ mod tests {
         let freed = stacks[&vec![0x10, 0x40]];
         assert_eq!((freed.inuse_objects, freed.inuse_bytes), (0.0, 0.0));
         assert!(freed.alloc_objects > 7.0);
+    }
+
+    #[test]
+    fn allocator_frames_are_told_from_the_code_that_allocates() {
+        for noise in [
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "alloc::raw_vec::RawVecInner<A>::with_capacity_in",
+            "_rjem_je_malloc_default",
+            "__rust_alloc",
+        ] {
+            assert!(is_allocator_frame(noise), "{noise}");
+        }
+        for code in [
+            "sample_app::faults::state::leak_memory",
+            "<actix_http::h1::dispatcher::Dispatcher<T> as core::future::future::Future>::poll",
+        ] {
+            assert!(!is_allocator_frame(code), "{code}");
+        }
     }
 
     #[test]
