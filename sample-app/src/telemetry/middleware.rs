@@ -21,6 +21,7 @@ use actix_web::{
     middleware::Next,
     web,
 };
+use cpu_sampler::SpanLabels;
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -53,16 +54,7 @@ pub async fn observe_request(
     let method = RequestMethod::of(&sent_method);
     let normalised = method.normalised;
     let operational = is_operational(req.path());
-    let span = if operational {
-        Span::none()
-    } else {
-        server_span(&req, method)
-    };
-    let profiled = if operational || !span_profiles::enabled() {
-        None
-    } else {
-        span_profiles::mark_profiled(&span)
-    };
+    let (span, profiled) = request_span(&req, method, operational);
 
     let active = metrics
         .active_requests
@@ -143,6 +135,23 @@ fn finish_span(
         );
     }
     name
+}
+
+/// The request's server span (none for operational routes), marked for span profiles when
+/// they are on and the span is sampled.
+fn request_span(
+    req: &ServiceRequest,
+    method: RequestMethod<'_>,
+    operational: bool,
+) -> (Span, Option<SpanLabels>) {
+    if operational {
+        return (Span::none(), None);
+    }
+    let span = server_span(req, method);
+    let profiled = span_profiles::enabled()
+        .then(|| span_profiles::mark_profiled(&span))
+        .flatten();
+    (span, profiled)
 }
 
 /// The server span, named `METHOD` until routing tells the route.

@@ -46,6 +46,17 @@ fn burn(app: &RunningApp, trace_id: &str, ms: u64) -> thread::JoinHandle<u16> {
     })
 }
 
+/// `POST /api/orders` in trace `trace_id`.
+fn create_order(app: &RunningApp, trace_id: &str) {
+    let response = client()
+        .post(app.url("/api/orders"))
+        .header("traceparent", traceparent(trace_id, CALLER_SPAN))
+        .json(&serde_json::json!({"item": "widget", "quantity": 1}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
 fn has_burn_cpu(profile: &Profile, sample: &pprof::protos::Sample) -> bool {
     stack(profile, sample)
         .iter()
@@ -117,13 +128,7 @@ fn a_request_that_does_not_burn_gets_no_burn_samples_while_another_burns() {
         || {
             for _ in 0..20 {
                 let trace_id = format!("{:032x}", 0x5eed_0000_u64 + order_traces.len() as u64);
-                let response = client()
-                    .post(app.url("/api/orders"))
-                    .header("traceparent", traceparent(&trace_id, CALLER_SPAN))
-                    .json(&serde_json::json!({"item": "widget", "quantity": 1}))
-                    .send()
-                    .unwrap();
-                assert_eq!(response.status(), 201);
+                create_order(&app, &trace_id);
                 order_traces.insert(trace_id);
             }
             let profiles = pushed_cpu_profiles(&pyroscope);
