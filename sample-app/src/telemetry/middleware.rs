@@ -81,9 +81,9 @@ pub async fn observe_request(
     };
     let code = status.as_u16();
     if !operational {
-        let name = finish_span(&span, method, route, status, error_type);
+        finish_span(&span, method, route, status, error_type);
         if let Some(labels) = profiled {
-            SPAN_NAMES.record(labels.span_id, &name);
+            SPAN_NAMES.record(labels.span_id, method.span_name_prefix(), route);
         }
     }
     let route = route.unwrap_or(UNMATCHED_ROUTE);
@@ -104,27 +104,23 @@ pub async fn observe_request(
     result
 }
 
-/// Names the span after its route and records the outcome; returns the name.
+/// Names the span after its route and records the outcome.
 fn finish_span(
     span: &Span,
     method: RequestMethod<'_>,
     route: Option<&'static str>,
     status: actix_web::http::StatusCode,
     error_type: Option<&str>,
-) -> String {
+) {
     // OpenTelemetry names a server span `METHOD /route` (`HTTP /route` for an unknown method),
     // and just `METHOD` when no route matched. Renamed on the OpenTelemetry span itself: once a
     // child needed its context, the span is built, and tracing-opentelemetry 0.34 then ignores
     // a recorded `otel.name`.
-    let name = match route {
-        Some(route) => {
-            let name = format!("{} {route}", method.span_name_prefix());
-            span.context().span().update_name(name.clone());
-            span.record("http.route", route);
-            name
-        }
-        None => method.span_name_prefix().to_owned(),
-    };
+    if let Some(route) = route {
+        let name = span_profiles::span_name(method.span_name_prefix(), Some(route));
+        span.context().span().update_name(name);
+        span.record("http.route", route);
+    }
     let code = status.as_u16();
     span.record("http.response.status_code", i64::from(code));
     if status.is_server_error() {
@@ -134,7 +130,6 @@ fn finish_span(
             error_type.map_or_else(|| code.to_string(), str::to_owned),
         );
     }
-    name
 }
 
 /// The request's server span (none for operational routes), marked for span profiles when
@@ -171,7 +166,6 @@ fn server_span(req: &ServiceRequest, method: RequestMethod<'_>) -> Span {
         http.response.status_code = Empty,
         error.type = Empty,
         fault.injected = Empty,
-        pyroscope.profile.id = Empty,
     );
     // Setting the parent fails only when the span is disabled (telemetry off): nothing to link.
     let _ = span.set_parent(propagation::extract(req.headers()));

@@ -17,13 +17,16 @@
 //! [`SpanNames`], a fixed-size, lock-free table indexed by span id (a late lookup may miss
 //! under very high request rates; such samples keep their `span_id` and `trace_id`).
 
-use std::sync::{
-    LazyLock, RwLock,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    cell::RefCell,
+    sync::{
+        LazyLock, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
 };
 
-use cpu_sampler::{SpanLabels, set_thread_span};
-use opentelemetry::trace::TraceContextExt;
+use cpu_sampler::{SpanLabels, set_thread_span, thread_span};
+use opentelemetry::{KeyValue, trace::TraceContextExt};
 use tracing::{Span, Subscriber, span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
@@ -61,7 +64,8 @@ pub fn mark_profiled(span: &Span) -> Option<SpanLabels> {
         span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
         trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
     };
-    span.record(PROFILE_ID_ATTRIBUTE, sc.span_id().to_string());
+    // Straight onto the OpenTelemetry span: `span.record` would run every layer's `on_record`.
+    otel_span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex16(labels.span_id)));
     span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<Registry>()
             && let Some(data) = registry.span(id)
@@ -70,6 +74,21 @@ pub fn mark_profiled(span: &Span) -> Option<SpanLabels> {
         }
     });
     Some(labels)
+}
+
+/// `u64` as 16 lowercase hex digits (the W3C span id form), without `format!`'s machinery.
+pub fn hex16(value: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| DIGITS[(value >> (i * 4)) as usize & 0xF] as char)
+        .collect()
+}
+
+thread_local! {
+    /// The slot values that `on_enter` replaced on this thread, restored by `on_exit` (spans
+    /// are entered and exited in nested order on a thread).
+    static REPLACED: RefCell<Vec<Option<SpanLabels>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Keeps each thread's sampler slot on the request whose span is entered there.
@@ -95,15 +114,17 @@ where
     }
 
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
-        if let Some(span) = ctx.span(id) {
-            set_thread_span(target_of(&span));
-        }
+        let target = ctx.span(id).and_then(|span| target_of(&span));
+        REPLACED.with(|replaced| replaced.borrow_mut().push(thread_span()));
+        set_thread_span(target);
     }
 
-    fn on_exit(&self, _id: &span::Id, ctx: Context<'_, S>) {
-        // The registry has already popped the exited span: what is current now is the span
-        // whose work resumes on this thread (or none, between two polls).
-        set_thread_span(ctx.lookup_current().and_then(|span| target_of(&span)));
+    fn on_exit(&self, _id: &span::Id, _ctx: Context<'_, S>) {
+        // Back to the span whose work resumes on this thread (or none, between two polls).
+        let previous = REPLACED
+            .with(|replaced| replaced.borrow_mut().pop())
+            .flatten();
+        set_thread_span(previous);
     }
 }
 
@@ -114,10 +135,29 @@ const NAME_SLOTS: usize = 1 << 16;
 const MAX_NAMES: usize = 1024;
 
 /// Span id → span name, for the `span_name` sample label: a direct-mapped table of
-/// `span id (high 48 bits) | name index (low 16 bits)` words, plus the interned names.
+/// `span id (high 48 bits) | name index (low 16 bits)` words, plus the interned names. Names
+/// are interned by their two static parts (method prefix, route template), compared by
+/// address, so recording one costs no allocation and no string comparison.
 pub struct SpanNames {
     slots: Box<[AtomicU64]>,
-    names: RwLock<Vec<String>>,
+    names: RwLock<Vec<(NameKey, String)>>,
+}
+
+type NameKey = (usize, usize);
+
+fn name_key(prefix: &'static str, route: Option<&'static str>) -> NameKey {
+    (
+        prefix.as_ptr() as usize,
+        route.map_or(0, |r| r.as_ptr() as usize),
+    )
+}
+
+/// A server span's name: `METHOD /route`, or `METHOD` when no route matched.
+pub fn span_name(prefix: &str, route: Option<&str>) -> String {
+    match route {
+        Some(route) => format!("{prefix} {route}"),
+        None => prefix.to_owned(),
+    }
 }
 
 /// The process's table (the middleware writes it, the profiler thread reads it).
@@ -141,27 +181,28 @@ impl SpanNames {
         (span_id & !0xFFFF) | (index as u64 + 1)
     }
 
-    /// Remembers the name of a finished span.
-    pub fn record(&self, span_id: u64, name: &str) {
-        let Some(index) = self.intern(name) else {
+    /// Remembers the name of a finished span (see [`span_name`]).
+    pub fn record(&self, span_id: u64, prefix: &'static str, route: Option<&'static str>) {
+        let Some(index) = self.intern(prefix, route) else {
             return;
         };
         self.slots[span_id as usize % NAME_SLOTS]
             .store(Self::word(span_id, index), Ordering::Relaxed);
     }
 
-    fn intern(&self, name: &str) -> Option<usize> {
+    fn intern(&self, prefix: &'static str, route: Option<&'static str>) -> Option<usize> {
+        let key = name_key(prefix, route);
         let known = self.names.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(index) = known.iter().position(|n| n == name) {
+        if let Some(index) = known.iter().position(|(k, _)| *k == key) {
             return Some(index);
         }
         drop(known);
         let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(index) = names.iter().position(|n| n == name) {
+        if let Some(index) = names.iter().position(|(k, _)| *k == key) {
             return Some(index);
         }
         (names.len() < MAX_NAMES).then(|| {
-            names.push(name.to_owned());
+            names.push((key, span_name(prefix, route)));
             names.len() - 1
         })
     }
@@ -177,7 +218,7 @@ impl SpanNames {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(index)
-            .cloned()
+            .map(|(_, name)| name.clone())
     }
 }
 
@@ -187,15 +228,24 @@ mod tests {
 
     #[test]
     fn a_recorded_name_is_found_by_its_span_id_and_a_different_span_misses() {
+        const ROUTE: &str = "/generate-load";
         let names = SpanNames::new();
-        names.record(0x00f0_67aa_0ba9_02b7, "GET /generate-load");
+        names.record(0x00f0_67aa_0ba9_02b7, "GET", Some(ROUTE));
         assert_eq!(
             names.get(0x00f0_67aa_0ba9_02b7).as_deref(),
             Some("GET /generate-load")
         );
         // Same slot (same low 16 bits), another span: not mistaken for the first.
         assert_eq!(names.get(0x1111_67aa_0ba9_02b7), None);
-        names.record(0x1234, "GET /generate-load");
-        assert_eq!(names.names.read().unwrap().len(), 1);
+        names.record(0x1234, "GET", Some(ROUTE));
+        names.record(0x1235, "GET", None);
+        assert_eq!(names.names.read().unwrap().len(), 2);
+        assert_eq!(names.get(0x1235).as_deref(), Some("GET"));
+    }
+
+    #[test]
+    fn span_ids_are_written_as_sixteen_hex_digits() {
+        assert_eq!(hex16(0x00f0_67aa_0ba9_02b7), "00f067aa0ba902b7");
+        assert_eq!(hex16(u64::MAX), format!("{:016x}", u64::MAX));
     }
 }
