@@ -19,6 +19,7 @@ A second table compares the two profile switches with "all signals": the CPU per
 adds, and the resident memory heap sampling adds (VmRSS after the load).
 
 Usage: scripts/bench_sample_app.py [--rounds 3] [--seconds 8] [--connections 16]
+                                   [--only "all signals,no span labels"]
 Needs: wrk (Debian), the .venv from scripts/install-test-tools. Traffic goes to 127.0.0.1 only.
 """
 
@@ -129,6 +130,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", default="", help="comma-separated configurations to run (off is always run)")
     args = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "sample-app"], cwd=ROOT, check=True)
@@ -150,6 +152,9 @@ def main() -> int:
         "no span export": {**exporting, "OTEL_TRACES_SAMPLER": "always_off"},
         "no profiler": {k: v for k, v in exporting.items() if not k.startswith("PYROSCOPE")},
     }
+    if args.only:
+        wanted = {"off", *(name.strip() for name in args.only.split(","))}
+        configs = {name: env for name, env in configs.items() if name in wanted}
     results = {name: [] for name in configs}
     try:
         for round_number in range(1, args.rounds + 1):
@@ -182,6 +187,8 @@ def main() -> int:
     print("\n| switched on (vs. all signals with it off) | CPU per request added (us) | throughput ratio | RSS added (MiB) |")
     print("|---|---:|---:|---:|")
     for feature, name in (("span labels", "no span labels"), ("heap sampling", "no heap sampling")):
+        if name not in results or "all signals" not in results:
+            continue
         ratio = median("all signals", 0) / median(name, 0)
         print(f"| {feature} | {paired(name, 2):+.2f} | {ratio:.3f}x | {paired(name, 3):+.1f} |")
     return 0
