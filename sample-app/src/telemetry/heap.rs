@@ -19,7 +19,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use cpu_sampler::Symbolizer;
+use cpu_sampler::{Frame, Symbolizer};
 
 use super::{
     pprof_encode::PprofBuilder,
@@ -163,7 +163,18 @@ fn values(now: &Counts, previous: &Counts) -> [i64; 4] {
     ]
 }
 
-fn is_allocator_frame(function: &str) -> bool {
+/// Source paths of allocator code: Rust's `alloc` and `core` libraries and jemalloc. Release
+/// builds (`debug = "line-tables-only"`) name inlined frames without their path (`alloc`,
+/// `from_elem`), so the file is what tells them apart.
+const ALLOCATOR_FILES: &[&str] = &[
+    "/library/alloc/",
+    "/library/core/",
+    "/library/std/src/alloc",
+    "jemalloc",
+];
+
+fn is_allocator_frame(frame: &Frame) -> bool {
+    let function = frame.function.as_str();
     // `<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem`: an `alloc` trait impl.
     let alloc_trait = function
         .split_once(" as ")
@@ -172,14 +183,14 @@ fn is_allocator_frame(function: &str) -> bool {
         || ALLOCATOR_FRAMES
             .iter()
             .any(|prefix| function.starts_with(prefix))
+        || ALLOCATOR_FILES.iter().any(|part| frame.file.contains(part))
 }
 
 /// The stack from the first address whose code is not all allocator (inlined frames included).
 fn without_allocator_frames<'s>(builder: &mut PprofBuilder<'_>, stack: &'s [usize]) -> &'s [usize] {
-    let first_own = stack.iter().position(|&address| {
-        let names = builder.function_names(address, true);
-        !names.iter().all(|name| is_allocator_frame(name))
-    });
+    let first_own = stack
+        .iter()
+        .position(|&address| !builder.frames(address, true).iter().all(is_allocator_frame));
     // A stack that is allocator all the way down keeps its frames rather than vanish.
     first_own.map_or(stack, |i| &stack[i..])
 }
@@ -285,21 +296,43 @@ mod tests {
         assert!(freed.alloc_objects > 7.0);
     }
 
+    fn frame(function: &str, file: &str) -> Frame {
+        Frame {
+            function: function.into(),
+            system_name: String::new(),
+            file: file.into(),
+            line: 0,
+        }
+    }
+
     #[test]
     fn allocator_frames_are_told_from_the_code_that_allocates() {
+        let std_alloc = "/rustc/59807616e1fa/library/alloc/src/alloc.rs";
         for noise in [
-            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
-            "alloc::raw_vec::RawVecInner<A>::with_capacity_in",
-            "_rjem_je_malloc_default",
-            "__rust_alloc",
+            frame(
+                "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+                "",
+            ),
+            frame("alloc::raw_vec::RawVecInner<A>::with_capacity_in", ""),
+            frame("_rjem_je_malloc_default", ""),
+            frame("__rust_alloc", ""),
+            // A release build's inlined frame: a bare name, told by its file.
+            frame("from_elem", std_alloc),
         ] {
-            assert!(is_allocator_frame(noise), "{noise}");
+            assert!(is_allocator_frame(&noise), "{noise:?}");
         }
         for code in [
-            "sample_app::faults::state::leak_memory",
-            "<actix_http::h1::dispatcher::Dispatcher<T> as core::future::future::Future>::poll",
+            frame(
+                "sample_app::faults::state::leak_memory",
+                "sample-app/src/faults/state.rs",
+            ),
+            frame("leak_memory", "/src/sample-app/src/faults/state.rs"),
+            frame(
+                "<actix_http::h1::dispatcher::Dispatcher<T> as core::future::future::Future>::poll",
+                "",
+            ),
         ] {
-            assert!(!is_allocator_frame(code), "{code}");
+            assert!(!is_allocator_frame(&code), "{code:?}");
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::SystemTime};
 
-use cpu_sampler::Symbolizer;
+use cpu_sampler::{Frame, Symbolizer};
 use pprof::protos::{self, Message};
 
 /// One pprof profile under construction.
@@ -16,7 +16,7 @@ pub struct PprofBuilder<'a> {
     /// Keyed by (address, whether it is a return address, whether it is a trimmed leaf).
     locations: HashMap<(usize, bool, bool), u64>,
     /// Inlined frames to leave out of a sample's innermost location (allocator internals).
-    trim_leaf: Option<fn(&str) -> bool>,
+    trim_leaf: Option<fn(&Frame) -> bool>,
 }
 
 impl<'a> PprofBuilder<'a> {
@@ -47,7 +47,7 @@ impl<'a> PprofBuilder<'a> {
 
     /// Leaves the innermost inlined frames for which `is_noise` holds out of each sample's
     /// leaf location (unless that would leave none), so the leaf is the code that did the work.
-    pub fn trim_leaf(mut self, is_noise: fn(&str) -> bool) -> Self {
+    pub fn trim_leaf(mut self, is_noise: fn(&Frame) -> bool) -> Self {
         self.trim_leaf = Some(is_noise);
         self
     }
@@ -69,13 +69,9 @@ impl<'a> PprofBuilder<'a> {
         id
     }
 
-    /// The function names at `address`, innermost first (for filtering frames).
-    pub fn function_names(&mut self, address: usize, is_return_address: bool) -> Vec<String> {
-        self.symbols
-            .frames(address, is_return_address)
-            .iter()
-            .map(|f| f.function.clone())
-            .collect()
+    /// The frames at `address`, innermost first (for filtering stacks).
+    pub fn frames(&mut self, address: usize, is_return_address: bool) -> &[Frame] {
+        self.symbols.frames(address, is_return_address)
     }
 
     fn location(&mut self, address: usize, is_return_address: bool, leaf: bool) -> u64 {
@@ -86,7 +82,7 @@ impl<'a> PprofBuilder<'a> {
         }
         let mut frames = self.symbols.frames(address, is_return_address).to_vec();
         if let Some(is_noise) = trim {
-            let noise = frames.iter().take_while(|f| is_noise(&f.function)).count();
+            let noise = frames.iter().take_while(|f| is_noise(f)).count();
             if noise < frames.len() {
                 frames.drain(..noise);
             }
