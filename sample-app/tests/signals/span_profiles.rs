@@ -86,7 +86,8 @@ fn concurrent_burning_requests_each_get_a_profile_of_their_own_span() {
         assert_eq!(span["attributes"]["pyroscope.profile.id"], span_id.as_str());
 
         // ...and the pushed profiles hold samples labelled with it that show burn_cpu, with
-        // the trace id and, once the request has ended, the span's name.
+        // the trace id. (The span's name is checked on the pulled profile below: a window
+        // cut while the request still runs has no name for it yet.)
         wait_until(
             &format!("pushed burn_cpu samples labelled span_id={span_id}"),
             Duration::from_secs(20),
@@ -94,13 +95,9 @@ fn concurrent_burning_requests_each_get_a_profile_of_their_own_span() {
                 pushed_cpu_profiles(&pyroscope)
                     .iter()
                     .any(|p| {
-                        samples_of_span(p, &span_id).iter().any(|s| {
-                            let labels = labels(p, s);
-                            has_burn_cpu(p, s)
-                                && labels["trace_id"] == trace_id
-                                && labels.get("span_name").map(String::as_str)
-                                    == Some("GET /generate-load")
-                        })
+                        samples_of_span(p, &span_id)
+                            .iter()
+                            .any(|s| has_burn_cpu(p, s) && labels(p, s)["trace_id"] == trace_id)
                     })
                     .then_some(())
             },
