@@ -247,7 +247,16 @@ impl Windows {
     fn run(mut self) {
         loop {
             self.keep_sampler_while_windows_are_open();
-            let stop = match self.inbox.recv_timeout(DRAIN_EVERY) {
+            // With no window open there is nothing to drain: sleep until a command comes.
+            let idle = self.push.is_none() && self.pulls.is_empty();
+            let command = if idle {
+                self.inbox
+                    .recv()
+                    .map_err(|_| RecvTimeoutError::Disconnected)
+            } else {
+                self.inbox.recv_timeout(DRAIN_EVERY)
+            };
+            let stop = match command {
                 Ok(Command::Pull { window, reply }) => {
                     self.open_pull(window, reply);
                     false
