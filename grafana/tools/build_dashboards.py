@@ -8,6 +8,9 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "dashboards" / "four-signals"
 PROM = {"type": "prometheus", "uid": "prometheus"}
+# The alert list panel alone filters by data source *name* (Grafana 13.2: its editor stores
+# ds.name, and the rules are matched on dataSourceName; public/app/plugins/panel/alertlist/).
+PROM_NAME = "Prometheus"
 LOKI = {"type": "loki", "uid": "loki"}
 TEMPO = {"type": "tempo", "uid": "tempo"}
 PYRO = {"type": "grafana-pyroscope-datasource", "uid": "pyroscope"}
@@ -86,7 +89,7 @@ def alert_list(lay, title, description, w=12, h=8):
     return {"id": pid, "type": "alertlist", "title": title, "description": description, "gridPos": pos,
             "options": {"viewMode": "list", "groupMode": "default", "maxItems": 20, "sortOrder": 1, "showInstances": True,
                         "stateFilter": {"firing": True, "pending": True, "noData": False, "normal": False, "error": True},
-                        "alertInstanceLabelFilter": "", "datasource": "prometheus"}}
+                        "alertInstanceLabelFilter": "", "datasource": PROM_NAME}}
 
 
 def var_service(multi=False):
@@ -129,8 +132,8 @@ def overview():
     p = [
         timeseries(lay, "Request rate", "Requests per second the selected service answers, by route. A drop to zero with traffic still offered (Load dashboard) means the service stopped answering.",
                    [prom(f'sum by (http_route) (rate(http_server_request_duration_seconds_count{{{SVC}}}[{R}]))', "{{http_route}}")], "reqps", w=8),
-        timeseries(lay, "Error ratio (5xx)", "Share of the service's requests that answered 5xx. The SLI routes exclude /error (fails on purpose); this panel shows every route so you see the demo too.",
-                   [prom(f'sum(rate(http_server_request_duration_seconds_count{{{SVC}, http_response_status_code=~"5.."}}[{R}])) / sum(rate(http_server_request_duration_seconds_count{{{SVC}}}[{R}]))', "error ratio")], "percentunit", w=8, thresholds=[(0.05, "red")]),
+        timeseries(lay, "Error ratio (5xx)", "Share of the service's requests that answered 5xx (0 while there are none: `or vector(0)`). The SLI routes exclude /error (fails on purpose); this panel shows every route so you see the demo too.",
+                   [prom(f'(sum(rate(http_server_request_duration_seconds_count{{{SVC}, http_response_status_code=~"5.."}}[{R}])) or vector(0)) / sum(rate(http_server_request_duration_seconds_count{{{SVC}}}[{R}]))', "error ratio")], "percentunit", w=8, thresholds=[(0.05, "red")]),
         timeseries(lay, "Latency p50 / p95 / p99 (exemplars on)", "Request duration percentiles. The dots are exemplars: click one and choose View trace to open that request's trace in Tempo.",
                    [prom(f'histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{SVC}}}[{R}])))', f"p{int(q * 100)}", exemplar=True, ref=r)
                     for q, r in [(0.5, "A"), (0.95, "B"), (0.99, "C")]], "s", w=8, thresholds=[(0.5, "red")]),
@@ -151,8 +154,11 @@ def drilldown():
     p = [
         timeseries(lay, "Requests by route", "Requests per second by route template (never the raw path).",
                    [prom(f'sum by (http_route) (rate(http_server_request_duration_seconds_count{{{sel}}}[{R}]))', "{{http_route}}")], "reqps", w=8),
-        timeseries(lay, "Errors by route and status", "5xx answers per second by route and status code. Exemplars on: a dot is a failed request's trace.",
-                   [prom(f'sum by (http_route, http_response_status_code) (rate(http_server_request_duration_seconds_count{{{sel}, http_response_status_code=~"5.."}}[{R}]))', "{{http_route}} {{http_response_status_code}}", exemplar=True)], "reqps", w=8),
+        # Exemplars ride only on _bucket lines, each on the bucket its request fell in, so this
+        # reads every bucket of the 5xx series: max without (le) of a series' cumulative buckets
+        # is its +Inf bucket, i.e. its count, and every bucket's exemplar stays selected.
+        timeseries(lay, "Errors by route and status", "5xx answers per second by route and status code. Exemplars on: a dot is a failed request's trace, drawn at its duration.",
+                   [prom(f'sum by (http_route, http_response_status_code) (max without (le) (rate(http_server_request_duration_seconds_bucket{{{sel}, http_response_status_code=~"5.."}}[{R}])))', "{{http_route}} {{http_response_status_code}}", exemplar=True)], "reqps", w=8),
         timeseries(lay, "p99 latency by route", "99th percentile duration per route; the SLO threshold (0.5 s) is drawn.",
                    [prom(f'histogram_quantile(0.99, sum by (le, http_route) (rate(http_server_request_duration_seconds_bucket{{{sel}}}[{R}])))', "{{http_route}}", exemplar=True)], "s", w=8, thresholds=[(0.5, "red")]),
         timeseries(lay, "Dependency calls", "Calls the service makes to its dependencies, by server and outcome (error_type empty when fine).",

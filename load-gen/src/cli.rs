@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
     client::{Pool, Target},
+    client_spans::ClientTracer,
     metrics::LoadMetrics,
     mix::RequestMix,
     progress::Progress,
@@ -104,7 +105,7 @@ pub struct CommonArgs {
     /// Give up on a request after this long (waiting for a connection included).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Seed for the request mix and trace ids (reproducible runs).
+    /// Seed for the request mix (reproducible runs). Trace ids are always random per process.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// A request-mix file (TOML, see load-gen/mixes/default.toml); the built-in mix otherwise.
@@ -116,7 +117,7 @@ pub struct CommonArgs {
     /// Open model: most requests in flight; a due request beyond this is dropped and counted.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
-    /// The sampled flag of the traceparent sent with each request.
+    /// The sampled flag of each request's trace (its client span and traceparent).
     #[arg(long, default_value = "true", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
     pub trace_sampled: bool,
     /// Report format on stdout.
@@ -180,16 +181,32 @@ impl CommonArgs {
         Pool::new(target, self.connections as usize, self.timeout)
     }
 
-    /// Starts the metrics endpoint if asked for.
-    pub async fn metrics(&self) -> anyhow::Result<Option<LoadMetrics>> {
+    /// The process's own metrics endpoint and client tracer: made once per process, however
+    /// many runs (`--repeat` iterations) use them — binding `--metrics-listen` again would
+    /// fail with "address in use" at the second iteration.
+    pub async fn instruments(&self) -> anyhow::Result<Instruments> {
+        let tracer = ClientTracer::from_env(self.trace_sampled)?;
         let Some(address) = self.metrics_listen else {
-            return Ok(None);
+            return Ok(Instruments {
+                metrics: None,
+                tracer,
+            });
         };
         let metrics = LoadMetrics::default();
         let bound = metrics.clone().serve(address).await?;
         eprintln!("load-gen metrics on http://{bound}/metrics");
-        Ok(Some(metrics))
+        Ok(Instruments {
+            metrics: Some(metrics),
+            tracer,
+        })
     }
+}
+
+/// What a load-gen process reports through: its metrics endpoint and its client spans.
+#[derive(Clone)]
+pub struct Instruments {
+    pub metrics: Option<LoadMetrics>,
+    pub tracer: ClientTracer,
 }
 
 impl RunArgs {
@@ -215,7 +232,7 @@ impl RunArgs {
         }
     }
 
-    pub async fn plan(&self) -> anyhow::Result<RunPlan> {
+    pub async fn plan(&self, instruments: &Instruments) -> anyhow::Result<RunPlan> {
         let shape = self.shape()?;
         let mix = self.common.load_mix()?;
         let target = Target::resolve(&self.target).await.context("--target")?;
@@ -226,8 +243,8 @@ impl RunArgs {
             mix,
             max_requests: self.max_requests,
             seed: self.common.seed,
-            trace_sampled: self.common.trace_sampled,
-            metrics: self.common.metrics().await?,
+            tracer: instruments.tracer.clone(),
+            metrics: instruments.metrics.clone(),
             progress: self.common.progress(),
             drain_timeout: self.common.drain_timeout(),
             request_timeout: self.common.timeout,
@@ -252,23 +269,48 @@ pub async fn check_reachable(target: &Target) -> anyhow::Result<()> {
 }
 
 /// `scenario run`: loads, optionally scales and repeats the scenario, prints each report and
-/// verdict. Exit code 1 when a verification failed, 130 when interrupted.
+/// verdict. Exit code 1 when a verification failed, 130 when interrupted. The metrics endpoint
+/// and the tracer live as long as the process, across every `--repeat` iteration.
 pub async fn run_scenario_command(
     args: Box<ScenarioRunArgs>,
     print_report: fn(&crate::report::Report, Output) -> anyhow::Result<()>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use crate::scenario::{Scenario, run_scenario};
-    use std::process::ExitCode;
+    use crate::scenario::Scenario;
 
     let scenario = Scenario::load(&args.dir.dir, &args.name)?.scaled(args.time_scale)?;
-    let endpoints = crate::scenario::runner_endpoints(&args);
+    let instruments = args.common.instruments().await?;
+    let result = repeat_scenario(&args, &scenario, &instruments, print_report).await;
+    instruments.tracer.shutdown().await;
+    result
+}
+
+async fn repeat_scenario(
+    args: &ScenarioRunArgs,
+    scenario: &crate::scenario::Scenario,
+    instruments: &Instruments,
+    print_report: fn(&crate::report::Report, Output) -> anyhow::Result<()>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use crate::scenario::run_scenario;
+    use std::process::ExitCode;
+
+    let endpoints = crate::scenario::runner_endpoints(args);
     let stop = crate::signals::on_interrupt();
     eprintln!(
         "load-gen: scenario {}: {}",
         scenario.name, scenario.description
     );
-    loop {
-        let outcome = run_scenario(&scenario, &endpoints, &args.common, stop.clone()).await?;
+    for iteration in 1u64.. {
+        if args.repeat {
+            eprintln!("load-gen: scenario {} iteration {iteration}", scenario.name);
+        }
+        let outcome = run_scenario(
+            scenario,
+            &endpoints,
+            &args.common,
+            instruments,
+            stop.clone(),
+        )
+        .await?;
         print_report(&outcome.report, args.common.output)?;
         for link in &outcome.links {
             eprintln!("evidence: {link}");
@@ -290,7 +332,8 @@ pub async fn run_scenario_command(
             }
         }
         if !args.repeat {
-            return Ok(ExitCode::SUCCESS);
+            break;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }

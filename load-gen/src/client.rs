@@ -86,6 +86,9 @@ impl ErrorKind {
 pub struct Target {
     pub url: url::Url,
     pub address: SocketAddr,
+    /// The host as written in the URL (`server.address` of client spans).
+    pub host: String,
+    pub port: u16,
     host_header: HeaderValue,
     base_path: String,
 }
@@ -109,7 +112,7 @@ impl Target {
             .with_context(|| format!("'{host}' resolved to no address (dns)"))?;
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
-            None => host,
+            None => host.clone(),
         };
         let host_header = HeaderValue::from_str(&authority)
             .with_context(|| format!("'{authority}' is not a valid Host"))?;
@@ -117,9 +120,17 @@ impl Target {
         Ok(Self {
             url,
             address,
+            host,
+            port,
             host_header,
             base_path,
         })
+    }
+
+    /// The full URL of a request to `path_and_query` on this target.
+    pub fn full_url(&self, path_and_query: &str) -> String {
+        let authority = self.host_header.to_str().unwrap_or_default();
+        format!("http://{authority}{}{path_and_query}", self.base_path)
     }
 }
 

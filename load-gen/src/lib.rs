@@ -4,12 +4,13 @@
 //! the alerts they should trip do fire.
 //!
 //! Stages: options ([`cli`]) → arrival plan ([`schedule`], [`mix`]) → scheduler ([`run`]) →
-//! client ([`client`]) → statistics and report ([`report`]), with live [`progress`] and the
+//! client ([`client`], each request a traced span: [`client_spans`]) → statistics and report ([`report`]), with live [`progress`] and the
 //! generator's own [`metrics`]; [`scenario`] drives runs with a fault timeline.
 
 pub mod alert_log;
 pub mod cli;
 pub mod client;
+pub mod client_spans;
 pub mod metrics;
 pub mod mix;
 pub mod progress;

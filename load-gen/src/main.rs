@@ -27,8 +27,10 @@ async fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
-            let plan = args.plan().await?;
+            let instruments = args.common.instruments().await?;
+            let plan = args.plan(&instruments).await?;
             let report = execute(plan, on_interrupt()).await;
+            instruments.tracer.shutdown().await;
             print_report(&report, args.common.output)?;
             Ok(if report.interrupted {
                 ExitCode::from(130)

@@ -12,15 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rand::{SeedableRng, rngs::SmallRng};
 use tokio::sync::{Semaphore, watch};
-
-use std::io::Write as _;
-
-use hyper::header::HeaderValue;
 
 use crate::{
     client::{Answered, Dedicated, ErrorKind, Outgoing, Pool},
+    client_spans::{ClientTracer, RequestFacts, RequestSpan},
     metrics::{LoadMetrics, Outcome},
     mix::RequestMix,
     progress::Progress,
@@ -46,9 +43,10 @@ pub struct RunPlan {
     pub shape: LoadShape,
     pub mix: Arc<RequestMix>,
     pub max_requests: Option<u64>,
+    /// Seeds the request mix (never the trace ids: those are random per process).
     pub seed: u64,
-    /// The sampled flag of the `traceparent` sent with every request.
-    pub trace_sampled: bool,
+    /// Makes each request's client span and `traceparent`.
+    pub tracer: ClientTracer,
     pub metrics: Option<LoadMetrics>,
     pub progress: Progress,
     /// How long in-flight requests may take to finish once scheduling stops.
@@ -69,7 +67,7 @@ struct Shared {
     mix: Arc<RequestMix>,
     shards: Vec<Mutex<RunStats>>,
     metrics: Option<LoadMetrics>,
-    trace_sampled: bool,
+    tracer: ClientTracer,
     start: Instant,
 }
 
@@ -88,16 +86,26 @@ impl Shared {
         all
     }
 
-    /// The next request to send, with its own trace.
-    fn draw(&self, rng: &mut SmallRng) -> Outgoing {
+    /// The next request to send, with its own trace: its client span starts at `intended`.
+    fn draw(&self, rng: &mut SmallRng, intended: Instant) -> (Outgoing, RequestSpan) {
         let planned = self.mix.draw(rng);
-        Outgoing {
+        let span = self.tracer.start(
+            &RequestFacts {
+                method: &planned.method,
+                target: self.pool.target(),
+                path_and_query: &planned.path_and_query,
+                name: &planned.name,
+            },
+            intended.elapsed(),
+        );
+        let outgoing = Outgoing {
             method: planned.method,
             path_and_query: planned.path_and_query,
             body: planned.body,
             headers: planned.headers,
-            traceparent: Some(traceparent(rng, self.trace_sampled)),
-        }
+            traceparent: Some(span.traceparent.clone()),
+        };
+        (outgoing, span)
     }
 
     /// Records one finished request: latency from `intended`, service time from when it went
@@ -106,10 +114,12 @@ impl Shared {
         &self,
         shard: usize,
         result: Result<Answered, ErrorKind>,
+        span: RequestSpan,
         intended: Instant,
         attempted: Instant,
     ) {
         let finished = Instant::now();
+        span.finish(result.as_ref().map(|(status, _)| *status).map_err(|k| *k));
         let (outcome, service_start) = match result {
             Ok((status, sent)) => (Ok(status.as_u16()), sent),
             Err(kind) => (Err(kind), attempted),
@@ -132,7 +142,13 @@ impl Shared {
     }
 
     /// A closed-model request: sent the moment it was planned, so sent and done in one lock.
-    fn record_closed(&self, shard: usize, result: Result<Answered, ErrorKind>, started: Instant) {
+    fn record_closed(
+        &self,
+        shard: usize,
+        result: Result<Answered, ErrorKind>,
+        span: RequestSpan,
+        started: Instant,
+    ) {
         if let Some(m) = &self.metrics {
             m.sent.inc();
             m.in_flight.inc();
@@ -142,7 +158,7 @@ impl Shared {
             stats.sent += 1;
             stats.last_send = stats.last_send.max(started - self.start);
         }
-        self.record(shard, result, started, started);
+        self.record(shard, result, span, started, started);
     }
 
     fn note_sent(&self, shard: usize, intended: Instant) {
@@ -164,21 +180,6 @@ impl Shared {
     }
 }
 
-/// A W3C `traceparent` with fresh random ids, so every request starts its own trace; written
-/// into a stack buffer, no allocation.
-pub fn traceparent(rng: &mut impl Rng, sampled: bool) -> HeaderValue {
-    let trace_id: u128 = rng.random::<u128>().max(1);
-    let span_id: u64 = rng.random::<u64>().max(1);
-    let mut buffer = [0u8; 55];
-    let mut cursor = &mut buffer[..];
-    let _ = write!(
-        cursor,
-        "00-{trace_id:032x}-{span_id:016x}-{}",
-        if sampled { "01" } else { "00" }
-    );
-    HeaderValue::from_bytes(&buffer).expect("a traceparent is ASCII")
-}
-
 /// Runs the plan until it ends or `stop` fires; returns the report.
 pub async fn execute(plan: RunPlan, mut stop: StopSignal) -> Report {
     let shared = Arc::new(Shared {
@@ -186,7 +187,7 @@ pub async fn execute(plan: RunPlan, mut stop: StopSignal) -> Report {
         mix: plan.mix.clone(),
         shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         metrics: plan.metrics.clone(),
-        trace_sampled: plan.trace_sampled,
+        tracer: plan.tracer.clone(),
         start: Instant::now(),
     });
     let ticker = plan.progress.start(shared.start, {
@@ -275,12 +276,12 @@ async fn run_open(
             continue;
         };
         shared.note_sent(shard, intended);
-        let outgoing = shared.draw(&mut rng);
+        let (outgoing, span) = shared.draw(&mut rng, intended);
         let task = shared.clone();
         tokio::spawn(async move {
             let attempted = Instant::now();
             let result = task.pool.send(outgoing).await;
-            task.record(shard, result, intended, attempted);
+            task.record(shard, result, span, intended, attempted);
             drop(permit);
         });
     }
@@ -321,8 +322,9 @@ async fn run_closed(
                 && max.is_none_or(|m| claimed.fetch_add(1, Ordering::Relaxed) < m)
             {
                 let now = Instant::now();
-                let result = connection.send(task.draw(&mut rng)).await;
-                task.record_closed(worker, result, now);
+                let (outgoing, span) = task.draw(&mut rng, now);
+                let result = connection.send(outgoing).await;
+                task.record_closed(worker, result, span, now);
             }
         }));
     }

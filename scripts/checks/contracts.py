@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""Cross-file contracts of the stack: names that several files must agree on (shared/DESIGN.md,
-"Contracts"). Each check fails naming the file and the drift. Run by scripts/test.
+"""Cross-file contracts of the stack: names that several files must agree on. Their single
+source is docs/contracts.md (read by contract_doc.py); each check fails naming the file and the
+drift. Run by scripts/test.
 
 Checks so far:
 - every alert has severity, summary, description, a runbook_url to an existing
   docs/runbooks/<alert>.md, and a dashboard_url;
 - every alert a load-gen scenario expects exists in prometheus/rules;
+- a memory-leak scenario's cap plus the headroom in docs/contracts.md fits its container's limit;
 - the SLO objectives in slo.yml are the ones the burn-rate alerts use;
 - prometheus/tests/alerts_test.yml is what its generator writes today;
-- the stack: every host:port a config points at is a compose service listening there, every
-  datasourceUid exists, correlation label names are the ones the app, Alloy and Prometheus
-  produce, the app's OTLP and Pyroscope endpoints match the backends' listeners, no removed
-  Tempo 3 key, every image pinned, every published port from .env on 127.0.0.1, and the RAM
-  budget in docs/setup.md is the sum of the memory limits.
+- the stack against docs/contracts.md: ports (container, host, .env, published on 127.0.0.1
+  only) and every host:port a config points at; pinned images; service identity (compose
+  name = OTEL_SERVICE_NAME = Prometheus `service` = Loki/Pyroscope `service_name`); the names
+  the code writes (metric and exemplar labels, log fields, profile labels) and the labels and
+  structured metadata Alloy makes of them; datasource UIDs, names and every correlation's
+  mapping; no Tempo 2 key Tempo 3 refuses or ignores; the RAM budget in docs/setup.md is the sum of the limits;
+  every service carries the stack label Alloy filters on; usage reporting is off everywhere;
+  the three waits of Loki's /ready are short.
 """
 
+import math
 import re
 import subprocess
 import sys
@@ -22,6 +28,9 @@ import tomllib
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contract_doc as contract  # noqa: E402  (docs/contracts.md, the names every file agrees on)
 
 ROOT = Path(__file__).resolve().parents[2]
 failures: list[str] = []
@@ -70,6 +79,33 @@ def check_scenarios(rules: dict) -> None:
                 fail(f"{path.relative_to(ROOT)}: expects alert {alert!r}, which no rule defines")
 
 
+def mebibytes(limit: str) -> float:
+    return int(limit[:-1]) * {"k": 1 / 1024, "m": 1, "g": 1024}[limit[-1].lower()]
+
+
+def check_leak_fits() -> None:
+    """A memory-leak fault's cap plus what the service needs besides (docs/contracts.md,
+    memory_headroom_mib) stays under its container's limit: otherwise the lab's container is
+    OOM-killed, with its fault plan, before the leak alert can fire."""
+    compose = compose_file()["services"]
+    targets = {"entry": "sample-app", "downstream": "sample-app-downstream"}
+    headroom = contract.values()["memory_headroom_mib"]
+    plan_rs = (ROOT / "sample-app/src/faults/plan.rs").read_text()
+    factors = re.search(r"DEFAULT_LEAK_CAP: u64 = ([\d *]+);", plan_rs).group(1).split("*")  # e.g. 256 * 1024 * 1024
+    default_cap = math.prod(int(f) for f in factors)
+    for path in sorted((ROOT / "load-gen/scenarios").glob("*.toml")):
+        for fault in tomllib.loads(path.read_text()).get("fault", []):
+            plan = fault.get("plan", {})
+            if not plan.get("leak_bytes_per_request"):
+                continue
+            service = targets[fault["service"]]
+            cap = plan.get("leak_cap_bytes", default_cap) / 2**20
+            limit = mebibytes(compose[service]["mem_limit"])
+            if cap + headroom >= limit:
+                fail(f"{path.relative_to(ROOT)}: leaks up to {cap:.0f} MiB into {service}; with {headroom} MiB of headroom "
+                     f"that needs more than its mem_limit of {limit:.0f} MiB: it would be OOM-killed before the alert fires")
+
+
 def check_slo_objectives(rules: dict) -> None:
     slo = (ROOT / "prometheus/rules/slo.yml").read_text()
     budgets = {"availability": "0.005", "latency": "0.01"}
@@ -85,23 +121,39 @@ def check_slo_objectives(rules: dict) -> None:
 
 
 def check_generated_tests() -> None:
-    target = ROOT / "prometheus/tests/alerts_test.yml"
-    before = target.read_text()
+    targets = [ROOT / "prometheus/tests/alerts_test.yml", ROOT / "prometheus/tests/alerts_lab_test.yml"]
+    before = {t: t.read_text() if t.exists() else None for t in targets}
     subprocess.run([sys.executable, str(ROOT / "prometheus/tests/tools/gen_alerts_test.py")], check=True, capture_output=True)
-    if target.read_text() != before:
-        target.write_text(before)
-        fail("prometheus/tests/alerts_test.yml is stale: run prometheus/tests/tools/gen_alerts_test.py and commit it")
+    for target, text in before.items():
+        if target.read_text() != text:
+            if text is None:
+                target.unlink()
+            else:
+                target.write_text(text)
+            fail(f"{target.relative_to(ROOT)} is stale: run prometheus/tests/tools/gen_alerts_test.py and commit it")
 
 
-# What each compose service listens on, read from the configs themselves where they say it.
-def listeners(compose: dict) -> dict[str, set[int]]:
+def env_file() -> dict[str, str]:
+    return dict(l.split("=", 1) for l in (ROOT / ".env").read_text().splitlines() if l and not l.startswith("#"))
+
+
+def compose_file() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def contract_ports() -> dict[str, set[int]]:
+    """Container ports per compose service, from docs/contracts.md (## Ports)."""
+    ports: dict[str, set[int]] = {}
+    for row in contract.table("Ports"):
+        ports.setdefault(row["service"], set()).add(int(row["container port"]))
+    return ports
+
+
+def configured_listeners(compose: dict) -> dict[str, set[int]]:
+    """What the configs themselves say each service listens on, where they say it."""
     tempo = yaml.safe_load((ROOT / "tempo/tempo.yaml").read_text())
     loki = yaml.safe_load((ROOT / "loki/loki.yaml").read_text())
     ports = {
-        "prometheus": {9090},
-        "alertmanager": {9093},
-        "grafana": {3000},
-        "pyroscope": {4040},
         "loki": {loki["server"]["http_listen_port"]},
         "tempo": {tempo["server"]["http_listen_port"]}
         | {int(p["endpoint"].rsplit(":", 1)[1]) for p in tempo["distributor"]["receivers"]["otlp"]["protocols"].values()},
@@ -133,112 +185,342 @@ def referenced_addresses() -> list[tuple[str, str, int]]:
     return found
 
 
-def check_stack() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    env = dict(l.split("=", 1) for l in (ROOT / ".env").read_text().splitlines() if l and not l.startswith("#"))
+def check_ports(compose: dict, env: dict) -> None:
+    """docs/contracts.md ## Ports against the configs, .env and the published ports; every
+    host:port a config points at is a compose service listening there."""
     services = compose["services"]
-    ports = listeners(compose)
+    ports = contract_ports()
+    for name, service in services.items():
+        if name not in ports and not service.get("profiles"):
+            fail(f"docker-compose.yml: service {name} is not in docs/contracts.md ## Ports")
+    for name in ports:
+        if name not in services:
+            fail(f"docs/contracts.md ## Ports: {name} is not a compose service")
+    for name, configured in configured_listeners(compose).items():
+        if not configured <= ports.get(name, set()):
+            fail(f"{name} is configured to listen on {sorted(configured)}; docs/contracts.md ## Ports says {sorted(ports.get(name, set()))}")
     for file, host, port in referenced_addresses():
-        if host in ("localhost", "127") or (file == "prometheus/prometheus.yml" and host == "localhost"):
+        if host == "localhost":
             continue
         if host not in services:
             fail(f"{file}: points at {host}:{port}, but no compose service is called {host}")
         elif port not in ports.get(host, set()):
             fail(f"{file}: points at {host}:{port}, but {host} listens on {sorted(ports.get(host, set()))}")
-
-    # Images pinned through .env, published ports from .env on 127.0.0.1.
+    published = {}
     for name, service in services.items():
+        for mapping in service.get("ports", []):
+            m = re.fullmatch(r"127\.0\.0\.1:\$\{(\w+)\}:(\d+)", mapping)
+            if not m or m.group(1) not in env:
+                fail(f"docker-compose.yml: {name} publishes {mapping!r}: use 127.0.0.1:${{VAR}}:PORT with VAR in .env")
+                continue
+            published[(name, int(m.group(2)))] = m.group(1)
+    for row in contract.table("Ports"):
+        key = (row["service"], int(row["container port"]))
+        var = row["host variable"]
+        if var == "-":
+            if key in published:
+                fail(f"docker-compose.yml: {key[0]} publishes {key[1]}, which docs/contracts.md keeps inside the network")
+            continue
+        if published.get(key) != var:
+            fail(f"docker-compose.yml: {key[0]} must publish {key[1]} as 127.0.0.1:${{{var}}}:{key[1]} (docs/contracts.md ## Ports)")
+        if env.get(var) != row["host port"]:
+            fail(f".env: {var}={env.get(var)}, docs/contracts.md ## Ports says {row['host port']}")
+
+
+def check_images(compose: dict, env: dict) -> None:
+    for name, service in compose["services"].items():
         image = service.get("image", "")
         var = re.fullmatch(r"\$\{(\w+)\}", image)
         if not var or var.group(1) not in env:
             fail(f"docker-compose.yml: {name}'s image {image!r} is not a variable from .env")
         elif env[var.group(1)].endswith(":latest") or ":" not in env[var.group(1)]:
             fail(f".env: {var.group(1)}={env[var.group(1)]} is not pinned to a tag")
-        for mapping in service.get("ports", []):
-            m = re.fullmatch(r"127\.0\.0\.1:\$\{(\w+)\}:\d+", mapping)
-            if not m or m.group(1) not in env:
-                fail(f"docker-compose.yml: {name} publishes {mapping!r}: use 127.0.0.1:${{VAR}} with VAR in .env")
-        if "healthcheck" not in service:
+        # A service in a profile runs on demand (`docker compose run`), a one-shot command with
+        # nothing to probe; every server `up` starts needs a healthcheck.
+        if "healthcheck" not in service and not service.get("profiles"):
             fail(f"docker-compose.yml: {name} has no healthcheck")
         if "mem_limit" not in service:
             fail(f"docker-compose.yml: {name} has no memory limit")
-    expected_images = {"GRAFANA_IMAGE": "grafana/grafana:13.2.0", "PROMETHEUS_IMAGE": "prom/prometheus:v3.14.0",
-                       "ALERTMANAGER_IMAGE": "prom/alertmanager:v0.34.0", "LOKI_IMAGE": "grafana/loki:3.7.6",
-                       "TEMPO_IMAGE": "grafana/tempo:3.0.3", "PYROSCOPE_IMAGE": "grafana/pyroscope:2.2.1",
-                       "ALLOY_IMAGE": "grafana/alloy:v1.18.1"}
-    for var, image in expected_images.items():
-        if env.get(var) != image:
-            fail(f".env: {var} is {env.get(var)!r}; shared/DESIGN.md pins {image}")
+    built_here = contract.values()["built_here"]
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+([\w-]+)", (ROOT / "Dockerfile").read_text(), re.M))
+    for name, service in compose["services"].items():
+        var = re.fullmatch(r"\$\{(\w+)\}", service.get("image", ""))
+        target = built_here.get(var.group(1)) if var else None
+        if target is None:
+            if "build" in service:
+                fail(f"docker-compose.yml: {name} builds an image docs/contracts.md does not list as built here")
+            continue
+        build = service.get("build", {})
+        if build.get("context") != "." or build.get("target") != target:
+            fail(f"docker-compose.yml: {name} must build target {target!r} of the root Dockerfile (build: {{context: ., target: {target}}})")
+        if target not in stages:
+            fail(f"Dockerfile: no stage named {target!r}")
+        if service.get("pull_policy") not in ("never", "build"):
+            fail(f"docker-compose.yml: {name}'s image is built here and in no registry: set pull_policy: never, or `docker compose pull` fails on it")
+    for row in contract.table("Versions"):
+        if env.get(row["variable"]) != row["image"]:
+            fail(f".env: {row['variable']} is {env.get(row['variable'])!r}; docs/contracts.md ## Versions pins {row['image']}")
+
+
+def check_memory_budget(compose: dict) -> None:
     mib = {"k": 1 / 1024, "m": 1, "g": 1024}
+    services = compose["services"]
     total = sum(int(s["mem_limit"][:-1]) * mib[s["mem_limit"][-1].lower()] for s in services.values() if "mem_limit" in s)
     setup = (ROOT / "docs/setup.md").read_text() if (ROOT / "docs/setup.md").exists() else ""
     if f"{total:.0f} MiB" not in setup or f"{total:.0f} MiB" not in (ROOT / "docker-compose.yml").read_text():
         fail(f"the memory limits add up to {total:.0f} MiB: docs/setup.md and docker-compose.yml must say so")
 
-    # The app's telemetry endpoints are the backends' listeners, with the right protocol.
+
+def check_service_identity(compose: dict) -> None:
+    """Each program's OTEL_SERVICE_NAME is its compose name, which Alloy makes service_name and
+    Prometheus' scrape config makes `service`."""
+    c = contract.values()
+    services = compose["services"]
+    for name in c["services"]:
+        if name not in services:
+            fail(f"docs/contracts.md ## Service identity: {name} is not a compose service")
+            continue
+        e = services[name].get("environment", {})
+        if "OTEL_SERVICE_NAME" in e and e["OTEL_SERVICE_NAME"] != name:
+            fail(f"docker-compose.yml: {name}'s OTEL_SERVICE_NAME must equal its compose name (Alloy's service_name)")
     for name in ("sample-app", "sample-app-downstream"):
         e = services[name]["environment"]
+        if e.get("OTEL_SERVICE_NAME") != name:
+            fail(f"docker-compose.yml: {name} must set OTEL_SERVICE_NAME={name}")
         if e.get("OTEL_EXPORTER_OTLP_PROTOCOL") != "grpc" or not e.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").endswith(":4317"):
             fail(f"docker-compose.yml: {name} must send OTLP over grpc to Tempo's 4317 receiver")
-        if e.get("OTEL_SERVICE_NAME") != name:
-            fail(f"docker-compose.yml: {name}'s OTEL_SERVICE_NAME must equal its compose name (Alloy's service_name)")
-
-    # Datasource UIDs and correlation labels.
-    datasources = yaml.safe_load((ROOT / "grafana/provisioning/datasources/datasources.yaml").read_text())["datasources"]
-    uids = {d["uid"] for d in datasources}
-    if uids != {"prometheus", "loki", "tempo", "pyroscope", "alertmanager"}:
-        fail(f"datasources: the UIDs are {sorted(uids)}, the contract is prometheus, loki, tempo, pyroscope, alertmanager")
-    text = (ROOT / "grafana/provisioning/datasources/datasources.yaml").read_text()
-    for uid in re.findall(r"datasourceUid: (\S+)", text):
-        if uid not in uids:
-            fail(f"datasources: datasourceUid {uid} does not exist")
-    tempo_ds = next(d for d in datasources if d["uid"] == "tempo")["jsonData"]
-    label_of = lambda block: {t["key"]: t["value"] for t in tempo_ds[block]["tags"]}
-    if label_of("tracesToLogsV2").get("service.name") != "service_name":
-        fail("datasources: traces → logs must map service.name to Loki's service_name (set by Alloy)")
-    if label_of("tracesToMetrics").get("service.name") != "service":
-        fail("datasources: traces → metrics must map service.name to Prometheus' service label")
-    if label_of("tracesToProfiles").get("service.name") != "service_name":
-        fail("datasources: traces → profiles must map service.name to Pyroscope's service_name")
-    if tempo_ds["tracesToProfiles"]["profileTypeId"] != "process_cpu:cpu:nanoseconds:cpu:nanoseconds":
-        fail("datasources: traces → profiles must use the CPU profile type the app pushes")
-    prom_ds = next(d for d in datasources if d["uid"] == "prometheus")["jsonData"]
-    if {d["name"] for d in prom_ds["exemplarTraceIdDestinations"]} != {"trace_id", "traceID"}:
-        fail("datasources: exemplars must link both trace_id (the app) and traceID (Tempo span metrics)")
-    if 'target_label  = "service_name"' not in (ROOT / "alloy/config.alloy").read_text():
-        fail("alloy/config.alloy: must set the service_name label")
-    if "structured_metadata" not in (ROOT / "alloy/config.alloy").read_text() or re.search(r"stage\.labels\s*\{[^}]*trace_id", (ROOT / "alloy/config.alloy").read_text()):
-        fail("alloy/config.alloy: trace_id/span_id must be structured metadata, never labels")
-    if "service_name={service_name}" not in (ROOT / "sample-app/src/telemetry/pyroscope.rs").read_text():
-        fail("sample-app pyroscope.rs: profiles must carry the service_name label")
+        if f"deployment.environment.name={c['deployment_environment']}" not in e.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+            fail(f"docker-compose.yml: {name} must say deployment.environment.name={c['deployment_environment']}")
+    label = c["service_label"]["prometheus"]
     prom = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
     app_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "sample-app")
-    scraped = {c["labels"]["service"] for c in app_job["static_configs"]}
+    scraped = {sc.get("labels", {}).get(label) for sc in app_job["static_configs"]}
     if scraped != {"sample-app", "sample-app-downstream"}:
-        fail(f"prometheus.yml: the sample-app job must label both services, labels {sorted(scraped)}")
+        fail(f"prometheus.yml: the sample-app job must label both services with `{label}`, labels {sorted(map(str, scraped))}")
 
-    # Tempo 3 refuses the Tempo 2 keys most public configs still carry.
-    tempo_text = (ROOT / "tempo/tempo.yaml").read_text()
-    tempo = yaml.safe_load(tempo_text)
-    for key in ("ingester", "compactor", "ingester_client", "metrics_generator_client"):
+
+def check_app_names() -> None:
+    """The names the code writes are the contract's: metric labels, exemplar labels, log
+    fields, profile labels; Alloy turns them into the contract's labels and metadata."""
+    c = contract.values()
+    metrics_rs = (ROOT / "sample-app/src/telemetry/metrics.rs").read_text()
+    catalog = yaml.safe_load((ROOT / "prometheus/metric-catalog.yml").read_text())["app"]
+    for name, spec in c["metrics"].items():
+        series = [name + s for s in ("_bucket", "_count", "_sum")] if spec["type"] == "histogram" else [name]
+        for s in series:
+            if s not in catalog:
+                fail(f"prometheus/metric-catalog.yml: {s} (docs/contracts.md ## Metrics) is not in the app section")
+        for label in spec["labels"]:
+            if not re.search(rf"\b{label}: String", metrics_rs):
+                fail(f"sample-app metrics.rs: no label field {label} (docs/contracts.md ## Metrics, {name})")
+    for label in c["exemplars"]["labels"]:
+        if not re.search(rf"pub {label}: String", metrics_rs):
+            fail(f"sample-app metrics.rs: exemplars must carry {label}")
+    logs_rs = (ROOT / "sample-app/src/telemetry/logs.rs").read_text()
+    reserved = re.search(r"const RESERVED: \[&str; \d+\] = \[(.*?)\];", logs_rs, re.S)
+    if not reserved or set(re.findall(r'"(\w+)"', reserved.group(1))) != set(c["log_fields"]):
+        fail(f"sample-app logs.rs: the fields the layer writes itself differ from docs/contracts.md ## Logs {c['log_fields']}")
+    pyroscope_rs = (ROOT / "sample-app/src/telemetry/pyroscope.rs").read_text()
+    for label in c["pyroscope"]["labels"]:
+        if f"{label}={{" not in pyroscope_rs:
+            fail(f"sample-app pyroscope.rs: profiles must carry the {label} label")
+
+    alloy = (ROOT / "alloy/config.alloy").read_text()
+    loki = c["loki"]
+    targets = set(re.findall(r'target_label\s*=\s*"(\w+)"', alloy))
+    if c["service_label"]["loki"] not in targets:
+        fail(f"alloy/config.alloy: must set the {c['service_label']['loki']} label")
+    block = lambda name: re.search(name + r"\s*\{\s*values\s*=\s*\{([^}]*)\}", alloy)
+    labels = block(r"stage\.labels")
+    metadata = block(r"stage\.structured_metadata")
+    stage_labels = set(re.findall(r"(\w+)\s*=", labels.group(1))) if labels else set()
+    stage_metadata = set(re.findall(r"(\w+)\s*=", metadata.group(1))) if metadata else set()
+    if not (targets | stage_labels) <= set(loki["labels"]):
+        fail(f"alloy/config.alloy: labels {sorted(targets | stage_labels)}, docs/contracts.md allows {loki['labels']}")
+    if stage_metadata != set(loki["structured_metadata"]):
+        fail(f"alloy/config.alloy: structured metadata must be {loki['structured_metadata']}, is {sorted(stage_metadata)}")
+    if stage_labels & set(loki["structured_metadata"]):
+        fail("alloy/config.alloy: trace_id/span_id must be structured metadata, never labels")
+
+
+def check_datasources() -> None:
+    """UIDs, names and types are the contract's; every correlation maps the contract's names."""
+    c = contract.values()
+    path = ROOT / "grafana/provisioning/datasources/datasources.yaml"
+    datasources = yaml.safe_load(path.read_text())["datasources"]
+    ours = {(d["uid"], d["name"], d["type"]) for d in datasources}
+    wanted = {(r["uid"], r["name"], r["type"]) for r in contract.table("Datasources")}
+    if ours != wanted:
+        fail(f"datasources: (uid, name, type) are {sorted(ours)}, docs/contracts.md ## Datasources says {sorted(wanted)}")
+    uids = {d["uid"] for d in datasources}
+    for uid in re.findall(r"datasourceUid: (\S+)", path.read_text()):
+        if uid not in uids:
+            fail(f"datasources: datasourceUid {uid} does not exist")
+    by_uid = {d["uid"]: d.get("jsonData", {}) for d in datasources}
+    corr = c["correlations"]
+    tempo = by_uid["tempo"]
+    blocks = {"traces_to_logs": "tracesToLogsV2", "traces_to_metrics": "tracesToMetrics", "traces_to_profiles": "tracesToProfiles"}
+    for name, key in blocks.items():
+        spec = corr[name]
+        block = tempo.get(key, {})
+        if block.get("datasourceUid") != spec["to"]:
+            fail(f"datasources: tempo {key} must point at {spec['to']}")
+        tags = {t["key"]: t["value"] for t in block.get("tags", [])}
+        if tags.get(spec["tag"]) != spec["label"]:
+            fail(f"datasources: tempo {key} must map {spec['tag']} to {spec['label']} (docs/contracts.md ## Correlations)")
+    if tempo["tracesToProfiles"].get("profileTypeId") != c["pyroscope"]["profile_types"][corr["traces_to_profiles"]["profile_type"]]:
+        fail("datasources: traces → profiles must use the CPU profile type the app pushes")
+    if tempo.get("serviceMap", {}).get("datasourceUid") != corr["service_map"]["to"]:
+        fail("datasources: the service map must read from prometheus")
+    destinations = by_uid["prometheus"].get("exemplarTraceIdDestinations", [])
+    if {d["name"] for d in destinations} != set(corr["metrics_to_traces"]["exemplar_labels"]) or {d["datasourceUid"] for d in destinations} != {corr["metrics_to_traces"]["to"]}:
+        fail(f"datasources: exemplars must link {corr['metrics_to_traces']['exemplar_labels']} (the app, Tempo span metrics) to tempo")
+    derived = by_uid["loki"].get("derivedFields", [])
+    spec = corr["logs_to_traces"]
+    if not any(d.get("matcherType") == spec["matcher"] and d.get("matcherRegex") == spec["field"] and d.get("datasourceUid") == spec["to"] for d in derived):
+        fail(f"datasources: Loki needs a derived field matching the {spec['field']} {spec['matcher']} (structured metadata) to tempo")
+
+
+def check_tempo() -> None:
+    """Tempo 3.0.3 reads its config strictly (yaml.UnmarshalStrict): the Tempo 2 blocks it no
+    longer has stop it at start, metrics_generator_client is accepted but ignored, and flat
+    overrides are refused unless overrides.enable_legacy_overrides is set."""
+    tempo = yaml.safe_load((ROOT / "tempo/tempo.yaml").read_text())
+    for key in ("ingester", "compactor", "ingester_client"):
         if key in tempo:
-            fail(f"tempo/tempo.yaml: `{key}` was removed in Tempo 3")
-    if "metrics_generator_processors" in tempo.get("overrides", {}) or "local_blocks" in tempo_text or "traces_storage" in tempo_text:
-        fail("tempo/tempo.yaml: flat metrics_generator_processors, local-blocks and traces_storage are gone in Tempo 3")
-    if tempo.get("overrides", {}).get("defaults", {}).get("metrics_generator", {}).get("processors") != ["service-graphs", "span-metrics"]:
+            fail(f"tempo/tempo.yaml: `{key}` does not exist in Tempo 3: it will not start")
+    if "metrics_generator_client" in tempo:
+        fail("tempo/tempo.yaml: `metrics_generator_client` is ignored by Tempo 3 (accepted for one release): leave it out")
+    generator = tempo.get("metrics_generator", {})
+    if "local_blocks" in generator.get("processor", {}) or "traces_storage" in generator:
+        fail("tempo/tempo.yaml: the local_blocks processor and traces_storage do not exist in Tempo 3: it will not start")
+    overrides = tempo.get("overrides", {})
+    flat = set(overrides) - {"defaults", "per_tenant_override_config", "per_tenant_override_period", "user_configurable_overrides", "enable_legacy_overrides"}
+    if flat:
+        fail(f"tempo/tempo.yaml: flat overrides {sorted(flat)}: Tempo 3 refuses them unless enable_legacy_overrides is set; use overrides.defaults")
+    if overrides.get("defaults", {}).get("metrics_generator", {}).get("processors") != ["service-graphs", "span-metrics"]:
         fail("tempo/tempo.yaml: overrides.defaults.metrics_generator.processors must enable service-graphs and span-metrics")
     for proto in tempo["distributor"]["receivers"]["otlp"]["protocols"].values():
         if not proto["endpoint"].startswith("0.0.0.0:"):
             fail("tempo/tempo.yaml: OTLP receivers must bind 0.0.0.0 (they default to localhost)")
 
 
+def check_loki_ready() -> None:
+    """Loki's /ready waits for the ingester's and the pattern ingester's min_ready_duration
+    (15 s each by default) and for the query frontend's first scheduler lookup (10 s): each
+    must be short, or every start is ~17 s slower than docs/setup.md says."""
+    loki = yaml.safe_load((ROOT / "loki/loki.yaml").read_text())
+    waits = {"ingester.lifecycler.min_ready_duration": loki.get("ingester", {}).get("lifecycler", {}).get("min_ready_duration"),
+             "frontend.scheduler_dns_lookup_period": loki.get("frontend", {}).get("scheduler_dns_lookup_period")}
+    if loki.get("pattern_ingester", {}).get("enabled"):
+        waits["pattern_ingester.lifecycler.min_ready_duration"] = loki["pattern_ingester"].get("lifecycler", {}).get("min_ready_duration")
+    for key, value in waits.items():
+        if not value or not re.fullmatch(r"\d+(ms|s)", str(value)) or (str(value).endswith("s") and not str(value).endswith("ms") and int(str(value)[:-1]) > 2):
+            fail(f"loki/loki.yaml: {key} is {value!r}; unset it delays /ready (set at most 2s)")
+
+
+def check_grafana_access(compose: dict, env: dict) -> None:
+    """The workshop path needs no login: every correlation and catalog query opens Explore,
+    which Grafana grants to Editors (fixed:datasources:explorer), and to Viewers only with
+    viewers_can_edit. Anonymous Admin would let anyone change the data sources; the ports stay
+    on 127.0.0.1 (check_ports)."""
+    grafana = compose["services"]["grafana"]["environment"]
+    resolve = lambda v: env.get(m.group(1), "") if (m := re.fullmatch(r"\$\{(\w+)\}", str(v))) else str(v)
+    if resolve(grafana.get("GF_AUTH_ANONYMOUS_ENABLED")).lower() != "true":
+        return
+    role = resolve(grafana.get("GF_AUTH_ANONYMOUS_ORG_ROLE", "Viewer"))
+    if role == "Admin":
+        fail("grafana: anonymous visitors must not be Admin (they could change the data sources)")
+    elif role != "Editor" and resolve(grafana.get("GF_USERS_VIEWERS_CAN_EDIT")).lower() != "true":
+        fail(f"grafana: anonymous visitors are {role!r} without Explore; the labs open Explore (needs Editor, or viewers_can_edit)")
+
+
+def check_stack_label(compose: dict) -> None:
+    """Alloy ships only containers carrying the stack label, and every service carries it."""
+    label = contract.values()["stack_label"]
+    for name, service in compose["services"].items():
+        if str(service.get("labels", {}).get(label["key"])) != label["value"]:
+            fail(f"docker-compose.yml: {name} must carry the label {label['key']}: {label['value']} (Alloy ships only those logs)")
+    alloy = (ROOT / "alloy/config.alloy").read_text()
+    docker = re.search(r'discovery\.docker\s+"\w+"\s*\{(.*?)\n\}', alloy, re.S)
+    wanted = rf'filter\s*\{{\s*name\s*=\s*"label"\s*values\s*=\s*\["{re.escape(label["key"])}={re.escape(label["value"])}"\]\s*\}}'
+    if not docker or not re.search(wanted, docker.group(1)):
+        fail(f"alloy/config.alloy: discovery.docker must filter on label {label['key']}={label['value']}, or it ships every container on the host")
+
+
+def yaml_path(file: str, dotted: str):
+    node = yaml.safe_load((ROOT / file).read_text())
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def check_usage_reporting(compose: dict) -> None:
+    """docs/contracts.md ## Usage reporting: each reporting component has it off, and every
+    pinned backend is either in that table or known to report nothing."""
+    rows = contract.table("Usage reporting")
+    covered = {r["component"] for r in rows} | set(contract.values()["reports_nothing"])
+    for row in contract.table("Versions"):
+        component = row["variable"].removesuffix("_IMAGE").lower()
+        if component not in covered:
+            fail(f"docs/contracts.md ## Usage reporting: say whether {component} reports usage, and how it is turned off")
+    for row in rows:
+        name, file, setting = row["component"], row["file"], row["setting"]
+        service = compose["services"].get(name, {})
+        if file == "docker-compose.yml" and setting.startswith("--"):
+            ok = setting in service.get("command", [])
+        elif file == "docker-compose.yml":
+            var, value = setting.split("=", 1)
+            ok = str(service.get("environment", {}).get(var)) == value
+        else:
+            key, value = (p.strip() for p in setting.split(":", 1))
+            ok = yaml_path(file, key) is yaml.safe_load(value)
+        if not ok:
+            fail(f"{file}: {name} must turn usage reporting off with `{setting}` (docs/contracts.md ## Usage reporting)")
+
+
+def check_stands_alone() -> None:
+    """The product stands alone: no file points at design notes outside this repository."""
+    outside = re.compile("|".join(re.escape(n) for n in ("DESIGN" + ".md", "UPSTREAM" + ".md", "/work/" + "shared", "shared" + "/")))
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for file in files:
+        path = ROOT / file
+        if not path.is_file() or path.suffix in {".lock", ".png", ".svg"} or "node_modules" in file:
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            if outside.search(line):
+                fail(f"{file}:{n}: refers to notes outside this repository ({outside.search(line).group(0)}); docs/contracts.md is the source")
+
+
+def check_stack() -> None:
+    compose = compose_file()
+    env = env_file()
+    check_ports(compose, env)
+    check_images(compose, env)
+    check_memory_budget(compose)
+    check_service_identity(compose)
+    check_app_names()
+    check_datasources()
+    check_tempo()
+    check_stack_label(compose)
+    check_usage_reporting(compose)
+    check_loki_ready()
+    check_grafana_access(compose, env)
+
+
 def main() -> int:
     rules = alerts()
     check_alert_metadata(rules)
     check_scenarios(rules)
+    check_leak_fits()
     check_slo_objectives(rules)
     check_generated_tests()
     check_stack()
+    check_stands_alone()
     for f in failures:
         print(f"contract broken: {f}", file=sys.stderr)
     print(f"contracts: {len(rules)} alerts checked, {len(failures)} problems")

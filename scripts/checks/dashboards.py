@@ -8,7 +8,17 @@
   (tools/lezer), profile selectors as selectors with the CPU profile type id;
 - every metric a PromQL query reads is in prometheus/metric-catalog.yml or a recording rule;
 - every dashboard link points at an existing dashboard uid; every panel has a description,
-  every graph a unit.
+  every graph a unit;
+- an alert list's data source filter is a provisioned data source *name* (the panel compares
+  names, not UIDs);
+- the Tempo datasource's traces-to-metrics queries parse and read known metrics, like panels;
+- an error ratio (5xx series over all) defaults its numerator to 0 (`or vector(0)`, or
+  `or <all> * 0` when grouped), so a
+  route without errors shows 0, not "No data";
+- a LogQL `pattern` has a named capture; a TraceQL query names only span names, attributes
+  and routes that exist (docs/contracts.md, the app's route templates);
+- a query with exemplars on reads only `_bucket` series of histograms that carry exemplars,
+  without narrowing `le` (exemplars ride on bucket lines, each on its observation's bucket).
 `panel_promql()` also gives scripts/e2e.py the queries to execute against live Prometheus.
 """
 import json
@@ -19,16 +29,20 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import contract_doc as contract  # noqa: E402  (docs/contracts.md: UIDs, names, profile types)
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana/dashboards"
-UIDS = {"prometheus", "loki", "tempo", "pyroscope", "alertmanager", "-- Grafana --"}
+UIDS = contract.uids() | {"-- Grafana --"}
 BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__all", "__url_time_range", "__from", "__to", "__dashboard"}
-EXAMPLE = {"service": "sample-app", "route": "/api/orders", "instance": "sample-app:8080"}
-CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+ENTRY = contract.services()[0]
+EXAMPLE = {"service": ENTRY, "route": "/api/orders", "instance": f"{ENTRY}:8080"}
+CPU = contract.cpu_profile_type()
 
 
 # What a user opening a dashboard gets: the multi-value variables at "All".
-LIVE = {"service": "sample-app", "route": ".*", "instance": ".*"}
+LIVE = {"service": ENTRY, "route": ".*", "instance": ".*"}
 
 
 def substitute(text: str, rate_interval: str = "1m", values: dict = EXAMPLE) -> str:
@@ -190,18 +204,132 @@ def lint() -> list[str]:
                     problems.append(f"{file}: {where}: profile type {profile_type} is not the CPU type the app pushes")
                 promql.append((f"{file}: {where} (profile selector)", selector))
 
+    problems += alert_list_problems(models)
+    links = correlation_promql()
+    promql += links
+    for where, query in [(f"{f}: {w}", q) for f, m in models.items() for _, w, q in queries(m) if _ == "promql"] + links:
+        problems += error_ratio_problems(where, query)
+    exemplar = exemplar_queries(models)
     metrics = known_metrics()
+    for (where, query), result in zip(exemplar, parse_promql([q for _, q in exemplar])):
+        problems += exemplar_problems(where, query, result["metrics"])
     for (where, _), result in zip(promql, parse_promql([q for _, q in promql])):
         if result["error"]:
             problems.append(f"{where}: PromQL does not parse: {result['error']} in {result['query']!r}")
         for name in result["metrics"]:
             if name not in metrics and not where.endswith("(profile selector)"):
                 problems.append(f"{where}: metric {name} is produced by nothing in prometheus/metric-catalog.yml or the rules")
+    for where, query in logql:
+        problems += logql_problems(where, query)
+    for where, query in traceql:
+        problems += traceql_problems(where, query)
     results = parse_lezer([q for _, q in logql], [q for _, q in traceql])
     for (where, _), result in zip(logql + traceql, results):
         if result["error"]:
             problems.append(f"{where}: {result['language']} does not parse: {result['error']}")
     return problems
+
+
+def correlation_promql() -> list[tuple[str, str]]:
+    """The PromQL of the Tempo datasource's traces-to-metrics links, with Grafana's link
+    variables filled in as a span of the entry service would fill them."""
+    path = "grafana/provisioning/datasources/datasources.yaml"
+    datasources = yaml.safe_load((ROOT / path).read_text())["datasources"]
+    tempo = next(d for d in datasources if d["type"] == "tempo")
+    out = []
+    for q in tempo["jsonData"].get("tracesToMetrics", {}).get("queries", []):
+        query = q["query"].replace("$$", "$").replace("$__tags", f'service="{ENTRY}"')
+        query = query.replace('${__span.tags["http.route"]}', "/api/orders")
+        out.append((f"{path}: tracesToMetrics '{q['name']}'", substitute(query)))
+    return out
+
+
+def error_ratio_problems(where: str, query: str) -> list[str]:
+    """A ratio whose numerator selects only 5xx series has no numerator at all while there are
+    no errors, and PromQL then returns nothing: the panel or link says "No data", not 0."""
+    if " / " not in query:
+        return []
+    numerator = query.split(" / ")[0]
+    if re.search(r'status_code=~"5\.\."', numerator) and not re.search(r"\bor\b", numerator):
+        return [f"{where}: an error ratio whose 5xx side has no `or vector(0)` (or `or <all> * 0` when grouped) shows \"No data\" instead of 0 when nothing failed"]
+    return []
+
+
+def logql_problems(where: str, query: str) -> list[str]:
+    """What Loki rejects although the grammar parses it: a `pattern` needs at least one named
+    capture (`<_>` alone: "invalid pattern parser: at least one capture is required")."""
+    out = []
+    for m in re.finditer(r'\|\s*pattern\s+(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`)', query):
+        text = m.group(1) if m.group(1) is not None else m.group(2)
+        if not [c for c in re.findall(r"<(\w+)>", text) if c != "_"]:
+            out.append(f"{where}: LogQL pattern {text!r} has no named capture; Loki rejects it")
+    return out
+
+
+def app_routes() -> list[str]:
+    text = (ROOT / "sample-app/src/routes/templates.rs").read_text()
+    block = re.search(r"pub const APP_ROUTES: &\[&str\] = &\[(.*?)\];", text, re.S)
+    return re.findall(r'"([^"]+)"', block.group(1))
+
+
+def traceql_problems(where: str, query: str) -> list[str]:
+    """Span names and attributes a TraceQL query names must exist (docs/contracts.md ## Spans,
+    the app's route templates): a query on a name nothing produces parses and never matches."""
+    c = contract.values()
+    routes = app_routes()
+    methods = {"GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"}
+    out = []
+    for name in re.findall(r'(?<![.\w])name\s*=\s*"([^"]+)"', query):
+        method, _, route = name.partition(" ")
+        if name in c["spans"]["internal"] or (method in methods and (not route or route in routes)):
+            continue
+        out.append(f"{where}: no span is named {name!r} (server spans are 'METHOD /route', clients 'METHOD', internal ones {c['spans']['internal']})")
+    attributes = {a for group in c["span_attributes"].values() for a in group}
+    for key in re.findall(r"\bspan\.([\w.]+)", query):
+        if key not in attributes:
+            out.append(f"{where}: no span carries the attribute {key!r} (docs/contracts.md ## Spans)")
+    for key in re.findall(r"\bresource\.([\w.]+)", query):
+        if key not in c["resource_attributes"]:
+            out.append(f"{where}: no resource carries {key!r} (docs/contracts.md ## Service identity)")
+    for route in re.findall(r'\bspan\.http\.route\s*=\s*"([^"]+)"', query):
+        if route not in routes:
+            out.append(f"{where}: {route!r} is not a route template of the app")
+    return out
+
+
+def alert_list_problems(models: dict[str, dict]) -> list[str]:
+    """Grafana 13.2's alert list keeps `options.datasource` as a data source name and keeps the
+    rules whose dataSourceName equals it: a UID there shows no alert at all."""
+    names = {row["name"]: row for row in contract.table("Datasources")}
+    out = []
+    for file, model in models.items():
+        for panel in model["panels"]:
+            if panel["type"] != "alertlist":
+                continue
+            source = panel.get("options", {}).get("datasource")
+            if source is None:
+                continue
+            if source not in names:
+                hint = " (that is a UID; the panel filters by name)" if source in contract.uids() else ""
+                out.append(f"{file}: panel '{panel['title']}': alert source {source!r} is not a provisioned data source name{hint}")
+            elif names[source]["type"] not in ("prometheus", "loki"):
+                out.append(f"{file}: panel '{panel['title']}': {source} evaluates no alert rules")
+    return out
+
+
+def exemplar_queries(models: dict[str, dict]) -> list[tuple[str, str]]:
+    return [(f"{file}: panel '{panel['title']}' {t.get('refId')}", substitute(t["expr"]))
+            for file, model in models.items() for panel in model["panels"] for t in panel.get("targets", [])
+            if t.get("exemplar") and t.get("datasource", {}).get("type") == "prometheus"]
+
+
+def exemplar_problems(where: str, query: str, metrics: list[str]) -> list[str]:
+    spec = contract.values()["exemplars"]
+    allowed = {h + spec["series_suffix"] for h in spec["histograms"]}
+    out = [f"{where}: exemplars on, but {m} carries none (only {sorted(allowed)} do)" for m in metrics if m not in allowed]
+    if re.search(r'\ble\s*=~?\s*"', query):
+        out.append(f"{where}: exemplars on, but the query narrows `le`: each exemplar sits on the bucket its request fell in")
+    return out
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::{AlertWatch, Scenario, Service, Traffic, Verdict};
 use crate::{
-    cli::{CommonArgs, check_reachable},
+    cli::{CommonArgs, Instruments, check_reachable},
     client::{Target, fetch},
     report::Report,
     run::{LoadShape, RunPlan, StopSignal, execute},
@@ -55,6 +55,7 @@ pub async fn run_scenario(
     scenario: &Scenario,
     endpoints: &Endpoints,
     common: &CommonArgs,
+    instruments: &Instruments,
     stop: StopSignal,
 ) -> anyhow::Result<ScenarioOutcome> {
     for step in &scenario.faults {
@@ -65,7 +66,16 @@ pub async fn run_scenario(
         .context("--target")?;
     check_reachable(&target).await?;
     let touched = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let result = run_inner(scenario, endpoints, common, stop, target, touched.clone()).await;
+    let result = run_inner(
+        scenario,
+        endpoints,
+        common,
+        instruments,
+        stop,
+        target,
+        touched.clone(),
+    )
+    .await;
     let services: Vec<Service> = touched
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -82,6 +92,7 @@ async fn run_inner(
     scenario: &Scenario,
     endpoints: &Endpoints,
     common: &CommonArgs,
+    instruments: &Instruments,
     mut user_stop: StopSignal,
     target: Target,
     touched: Arc<std::sync::Mutex<BTreeSet<Service>>>,
@@ -99,8 +110,8 @@ async fn run_inner(
         mix: common.load_mix()?,
         max_requests: None,
         seed: common.seed,
-        trace_sampled: common.trace_sampled,
-        metrics: common.metrics().await?,
+        tracer: instruments.tracer.clone(),
+        metrics: instruments.metrics.clone(),
         progress: common.progress(),
         drain_timeout: common.drain_timeout(),
         request_timeout: common.timeout,

@@ -5,3 +5,4 @@ mod errors;
 mod open_model;
 mod scenarios;
 mod support;
+mod traced_client;

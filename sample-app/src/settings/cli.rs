@@ -8,8 +8,11 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use url::Url;
 
-use super::otel::{OtelSettings, parse_http_url};
 use crate::{faults::FaultPlan, routes::templates::APP_ROUTES};
+use otlp_tracing::settings::{OtelSettings, ServiceDefaults, parse_http_url};
+
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` says.
+pub const DEFAULT_SERVICE_NAME: &str = "sample-app";
 
 /// Flags and `SAMPLE_APP_*` / `PYROSCOPE_*` variables.
 #[derive(Debug, Clone, Parser)]
@@ -154,7 +157,13 @@ impl Settings {
             check_health: cli.check_health,
             faults_enabled: cli.faults_enabled,
             initial_faults: initial_faults(cli.faults.as_deref(), cli.faults_enabled)?,
-            otel: OtelSettings::from_env(env)?,
+            otel: OtelSettings::from_env(
+                ServiceDefaults {
+                    name: DEFAULT_SERVICE_NAME,
+                    version: env!("CARGO_PKG_VERSION"),
+                },
+                env,
+            )?,
         })
     }
 

@@ -20,7 +20,6 @@ use super::{
     profiles::{Profiler, ProfilerSettings},
     pyroscope::{QUEUE_LENGTH, Uploader},
     span_profiles::SpanProfileLayer,
-    traces,
 };
 use crate::settings::Settings;
 
@@ -47,7 +46,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     };
     let tracer_provider = if settings.telemetry_enabled {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let provider = traces::tracer_provider(&settings.otel)?;
+        let provider = otlp_tracing::tracer_provider(&settings.otel)?;
         opentelemetry::global::set_tracer_provider(provider.clone());
         Some(provider)
     } else {

@@ -2,7 +2,6 @@
 //! [`TelemetryGuard::shutdown`]. Profiles take five: `profiles` (the windows), `span_profiles`
 //! (which request a CPU sample belongs to), `heap`, `pprof_encode` and `pyroscope` (the push).
 
-mod backend_health;
 mod guard;
 pub mod heap;
 pub mod http_method;
@@ -15,7 +14,6 @@ pub mod profiles;
 pub mod propagation;
 pub mod pyroscope;
 pub mod span_profiles;
-pub mod traces;
 
-pub use backend_health::{BackendHealth, Verdict};
 pub use guard::{TelemetryGuard, default_log_filter, init};
+pub use otlp_tracing::{BackendHealth, Verdict};

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use url::Url;
 
 use super::{
-    backend_health::BackendHealth,
+    BackendHealth,
     profiles::{ProfileKind, ProfileWindow},
 };
 

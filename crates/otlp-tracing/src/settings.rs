@@ -1,5 +1,6 @@
-//! The standard OpenTelemetry settings this service honours (`OTEL_*`), parsed and validated
-//! by the rules of the OpenTelemetry SDK environment-variable specification.
+//! The standard OpenTelemetry settings (`OTEL_*`) both programs honour, parsed and validated by
+//! the rules of the OpenTelemetry SDK environment-variable specification; an invalid value is
+//! an error that names its variable.
 
 use std::time::Duration;
 
@@ -36,6 +37,9 @@ pub struct OtelSettings {
     pub protocol: OtlpProtocol,
     /// The full URL spans are sent to (for http/protobuf it ends in `/v1/traces`).
     pub traces_endpoint: String,
+    /// Whether `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` was set
+    /// (otherwise `traces_endpoint` is the SDK default on localhost).
+    pub endpoint_configured: bool,
     pub sampler: SamplerSetting,
     pub bsp_schedule_delay: Duration,
     pub bsp_max_queue_size: usize,
@@ -43,10 +47,19 @@ pub struct OtelSettings {
     pub bsp_export_timeout: Duration,
 }
 
-pub const DEFAULT_SERVICE_NAME: &str = "sample-app";
+/// What a program calls itself when the environment does not say.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceDefaults {
+    pub name: &'static str,
+    pub version: &'static str,
+}
 
 impl OtelSettings {
-    pub fn from_env(env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+    /// Reads the `OTEL_*` variables through `env` (a function, so tests need no process state).
+    pub fn from_env(
+        defaults: ServiceDefaults,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
         let var = |name: &str| {
             env(name)
                 .map(|v| v.trim().to_owned())
@@ -61,7 +74,7 @@ impl OtelSettings {
         let attr_version = take_attribute(&mut resource_attributes, "service.version");
         let service_name = var("OTEL_SERVICE_NAME")
             .or(attr_service_name)
-            .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
+            .unwrap_or_else(|| defaults.name.to_owned());
 
         let traces_exporter_enabled = match var("OTEL_TRACES_EXPORTER").as_deref() {
             None | Some("otlp") => true,
@@ -77,6 +90,8 @@ impl OtelSettings {
                 "OTEL_EXPORTER_OTLP_PROTOCOL: '{other}' is not supported (use grpc or http/protobuf)"
             ),
         };
+        let endpoint_configured = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || var("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
         let traces_endpoint = traces_endpoint(
             protocol,
             var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
@@ -115,11 +130,12 @@ impl OtelSettings {
 
         Ok(Self {
             service_name,
-            service_version: attr_version.unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+            service_version: attr_version.unwrap_or_else(|| defaults.version.to_owned()),
             resource_attributes,
             traces_exporter_enabled,
             protocol,
             traces_endpoint,
+            endpoint_configured,
             sampler,
             bsp_schedule_delay: ms("OTEL_BSP_SCHEDULE_DELAY", 5000)?,
             bsp_max_queue_size,
@@ -129,7 +145,8 @@ impl OtelSettings {
     }
 }
 
-pub(crate) fn parse_http_url(raw: &str) -> Result<Url, String> {
+/// An `http://` or `https://` URL with a host.
+pub fn parse_http_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("'{raw}' is not a URL: {e}"))?;
     match url.scheme() {
         "http" | "https" if url.host().is_some() => Ok(url),
@@ -260,7 +277,13 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        OtelSettings::from_env(|k| map.get(k).cloned())
+        OtelSettings::from_env(
+            ServiceDefaults {
+                name: "sample-app",
+                version: "0.1.0",
+            },
+            |k| map.get(k).cloned(),
+        )
     }
 
     #[test]
@@ -270,6 +293,12 @@ mod tests {
         assert_eq!(s.protocol, OtlpProtocol::Grpc);
         assert_eq!(s.traces_endpoint, "http://localhost:4317");
         assert_eq!(s.sampler, SamplerSetting::ParentBasedAlwaysOn);
+        assert!(!s.endpoint_configured);
+        assert!(
+            otel(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://tempo:4317")])
+                .unwrap()
+                .endpoint_configured
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Traces: an OTLP exporter (gRPC or http/protobuf, from the `OTEL_*` settings) behind a batch
 //! processor, so a request only ever enqueues its span; export happens on the processor's own
-//! thread and a dead collector costs the service nothing but the dropped spans.
+//! thread and a dead collector costs the program nothing but the dropped spans.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +15,7 @@ use opentelemetry_sdk::{
     },
 };
 
-use super::backend_health::BackendHealth;
+use crate::backend_health::BackendHealth;
 use crate::settings::{OtelSettings, OtlpProtocol, SamplerSetting};
 
 /// Builds the tracer provider. Must run inside a Tokio runtime: the gRPC channel lives on it.

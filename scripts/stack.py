@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Runs `docker-compose.yml` on a machine without a Docker engine, the way compose runs it.
+
+    scripts/stack.py up [--time-scale X]   start the stack (root: it makes network namespaces)
+    scripts/stack.py status                every service: real or stand-in, state, health
+    scripts/stack.py logs SERVICE          a container's output (the json-file log)
+    scripts/stack.py check                 the checks of the whole stack (scripts/stack_runner/checks)
+    scripts/stack.py down [-v]             stop everything, remove namespaces (and volumes with -v)
+    scripts/stack.py test                  up + check + down, with free host ports (scripts/test)
+
+Every service runs with its own compose `command`, `environment`, volumes (at their container
+paths, in its own mount namespace), ports, healthcheck, `depends_on`, `restart` and `mem_limit`,
+in its own network namespace where every compose hostname resolves. Real programs where they
+exist here (this workspace's release build, Debian's Prometheus and Alertmanager, Loki and Tempo
+when LOKI_BIN / TEMPO_BIN name binaries), validating stand-ins elsewhere (scripts/stack_runner/
+stand_ins). See docs/architecture.md ("What the tests run for real").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from stack_runner import compose, images, network, programs  # noqa: E402
+from stack_runner.compose import ComposeError  # noqa: E402
+from stack_runner.containers import Container, MemoryCgroup  # noqa: E402
+
+DEFAULT_STATE = ROOT / ".stack"
+UP_DEADLINE = 600.0
+
+
+def load_project(environ: dict[str, str] | None = None) -> compose.Project:
+    return compose.load(ROOT, environ=environ)
+
+
+def build_containers(project: compose.Project, state: Path, time_scale: float | None, mode: str):
+    binaries = programs.workspace_binaries(ROOT)
+    order = project.start_order()
+    net = network.Network(order, mode)
+    containers = {}
+    for name in order:
+        service = project.services[name]
+        facts = images.facts_for(project, service, binaries)
+        program = programs.program_for(project, service, facts, sys.executable)
+        command = service.command or []
+        # The one deviation from compose, and only when asked: scenarios run time-scaled.
+        extra = ["--time-scale", str(time_scale)] if time_scale and "scenario" in command and "run" in command else []
+        containers[name] = Container(project, service, facts, program, net, state, extra)
+    return containers, net
+
+
+def read_state(state: Path) -> dict | None:
+    try:
+        return json.loads((state / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def network_mode() -> str:
+    why = network.namespaces_available()
+    if why is None:
+        return "netns"
+    print(f"stack: network namespaces are unavailable ({why}).\n"
+          "stack: this runner needs them (run as root); there is no silent fallback.", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cmd_up(args) -> int:
+    if os.geteuid() != 0:
+        print("stack: `up` needs root (network and mount namespaces, cgroups)", file=sys.stderr)
+        return 2
+    state: Path = args.state
+    current = read_state(state)
+    if current and alive(current.get("supervisor")):
+        print(f"stack: already up (supervisor {current['supervisor']}); `scripts/stack.py down` first", file=sys.stderr)
+        return 1
+    mode = network_mode()
+    try:
+        project = load_project()
+        build_containers(project, state, args.time_scale, mode)   # every problem before anything starts
+    except ComposeError as error:
+        print(f"stack: {error}", file=sys.stderr)
+        return 1
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "state.json").unlink(missing_ok=True)
+    argv = [sys.executable, __file__, "--state", str(state), "_supervise"]
+    if args.time_scale:
+        argv += ["--time-scale", str(args.time_scale)]
+    with open(state / "supervisor.log", "a") as log:
+        supervisor = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + UP_DEADLINE
+    while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            print(f"stack: the supervisor exited ({supervisor.returncode}); its log:\n"
+                  + (state / "supervisor.log").read_text()[-3000:], file=sys.stderr)
+            cmd_down(argparse.Namespace(state=state, volumes=False, quiet=True))
+            return 1
+        current = read_state(state)
+        if current and current["phase"] == "running":
+            print_status(current)
+            return 0
+        if current and current["phase"] in ("failed", "down"):
+            print_status(current)
+            print(f"stack: up failed: {current['problem']}", file=sys.stderr)
+            cmd_down(argparse.Namespace(state=state, volumes=False, quiet=True))
+            return 1
+        time.sleep(0.5)
+    print(f"stack: not up after {UP_DEADLINE:.0f} s (see {state}/supervisor.log)", file=sys.stderr)
+    return 1
+
+
+def cmd_supervise(args) -> int:
+    from stack_runner.supervisor import Supervisor
+
+    project = load_project()
+    containers, net = build_containers(project, args.state, args.time_scale, "netns")
+    return Supervisor(project, containers, net, args.state).run_forever()
+
+
+def cmd_down(args) -> int:
+    state: Path = args.state
+    current = read_state(state)
+    pid = current.get("supervisor") if current else None
+    if alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 120
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    MemoryCgroup.remove_all()
+    removed = network.Network.destroy()
+    shutil.rmtree(state / "containers", ignore_errors=True)
+    if args.volumes:
+        shutil.rmtree(state / "volumes", ignore_errors=True)
+    if not getattr(args, "quiet", False):
+        print(f"stack: down{' (also removed ' + ', '.join(removed) + ')' if removed else ''}")
+    return 0
+
+
+def print_status(current: dict) -> None:
+    print(f"{'service':<24} {'program':<10} {'status':<11} {'health':<10} {'starts':>6}  address")
+    for name, s in current["services"].items():
+        print(f"{name:<24} {s['program']:<10} {s['status']:<11} {s['health']:<10} {s['starts']:>6}  {s['address']}")
+        for warning in s.get("warnings", []):
+            print(f"{'':<24} warning: {warning}")
+        if s["health"] == "unhealthy":
+            print(f"{'':<24} {s['health_detail']}")
+
+
+def cmd_status(args) -> int:
+    current = read_state(args.state)
+    if not current:
+        print("stack: not up", file=sys.stderr)
+        return 1
+    print_status(current)
+    return 0
+
+
+def cmd_logs(args) -> int:
+    path = args.state / "logs" / f"{args.service}.log"
+    if not path.exists():
+        print(f"stack: no log for {args.service}", file=sys.stderr)
+        return 1
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        sys.stdout.write(record["log"])
+    return 0
+
+
+def cmd_check(args) -> int:
+    from stack_runner.checks import run as checks
+
+    return checks.main(ROOT, args.state, read_state(args.state))
+
+
+def cmd_test(args) -> int:
+    """up with every published port moved to a free one (as `GRAFANA_PORT=… docker compose up`
+    would), the checks, and down — always, also on failure and Ctrl-C."""
+    for variable in [k for k in compose.read_env_file(ROOT / ".env") if k.endswith("_PORT")]:
+        os.environ[variable] = str(free_port())
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        code = cmd_up(args)
+        if code == 0:
+            code = cmd_check(args)
+        return code
+    except KeyboardInterrupt:
+        print("stack: interrupted; tearing down", file=sys.stderr)
+        return 130
+    finally:
+        cmd_down(argparse.Namespace(state=args.state, volumes=True, quiet=False))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="where the run keeps its state")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("up", "test", "_supervise"):
+        p = sub.add_parser(name)
+        p.add_argument("--time-scale", type=float, default=None,
+                       help="append --time-scale X to load-gen scenario commands (the one deviation from compose)")
+    down = sub.add_parser("down")
+    down.add_argument("-v", "--volumes", action="store_true", help="also remove the named volumes")
+    sub.add_parser("status")
+    sub.add_parser("check")
+    logs = sub.add_parser("logs")
+    logs.add_argument("service")
+    args = parser.parse_args()
+    handlers = {"up": cmd_up, "_supervise": cmd_supervise, "down": cmd_down, "status": cmd_status,
+                "logs": cmd_logs, "check": cmd_check, "test": cmd_test}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Every query executed against the running stack: each PromQL, LogQL, TraceQL and profile block
+of `queries/*.md` and each query of the provisioned dashboards (Grafana's variables substituted
+as a visitor at "All" would get them; an example trace id replaced by a real one) must return
+data — or be on the short list of queries that need a condition this run did not create, each
+with its reason: a catalog heading that says "*(needs …)*", or `DASHBOARD_NEEDS` below.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from .backends import Loki, Tempo
+from .base import Prometheus, Stack, get_json
+
+DASHBOARD_NEEDS = {
+    "Active faults": "an active fault (the scenarios switch them on)",
+    "Leaked memory": "the memory-leak fault",
+    "Fault switches": "an active fault (the scenarios switch them on)",
+}
+TRACEQL_METRICS = re.compile(r"\|\s*(rate|count_over_time|sum_over_time|min_over_time|max_over_time|avg_over_time|"
+                             r"quantile_over_time|histogram_over_time|compare)\s*\(")
+HEX32 = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def sources(stack: Stack) -> list[tuple[str, str, str, str]]:
+    """(language, where, query, needs) of every catalog block and dashboard query."""
+    sys.path.insert(0, str(stack.root / "scripts/checks"))
+    import catalogs  # noqa: E402
+    import dashboards  # noqa: E402
+
+    out = []
+    for language, where, query in catalogs.blocks():
+        path, line = where.split(":")
+        lines = (stack.root / path).read_text().splitlines()[: int(line)]
+        heading = next((l for l in reversed(lines) if l.startswith("### ")), "")
+        needs = re.search(r"\(needs ([^)]*)\)", heading)
+        out.append((language, where, query, needs.group(1) if needs else ""))
+    for model in dashboards.load().values():
+        for language, where, query in dashboards.queries(model):
+            title = re.match(r"panel '(.*)' \w+$", where)
+            needs = DASHBOARD_NEEDS.get(title.group(1), "") if title else ""
+            out.append((language, f"{model['uid']}: {where}", dashboards.substitute(query, "1m", dashboards.LIVE), needs))
+    return out
+
+
+def real_trace_id(stack: Stack) -> str | None:
+    if not stack.real("loki"):
+        return None
+    lines = Loki(stack.url("loki", 3100)).lines('{service_name="sample-app"} |= "request completed" | trace_id!=""',
+                                               seconds=300, limit=1)
+    return lines[0][0].get("trace_id") if lines else None
+
+
+def run_one(stack: Stack, language: str, query: str, trace_id: str | None) -> tuple[bool | None, str]:
+    """(returned data?, detail); None when the language's backend is a stand-in here."""
+    if trace_id:
+        query = HEX32.sub(trace_id, query)
+    if language == "promql":
+        if re.search(r"traces_(spanmetrics|service_graph)_", query) and not stack.real("tempo"):
+            return None, "TEMPO_BIN not set: Tempo's metrics generator does not run"
+        rows = Prometheus(stack.url("prometheus", 9090)).query(query)
+        return bool(rows), f"{len(rows)} series"
+    if language == "logql":
+        if not stack.real("loki"):
+            return None, "LOKI_BIN not set"
+        data = Loki(stack.url("loki", 3100)).query_range(query, seconds=900, limit=100, step="15s")
+        return bool(data["result"]), f"{len(data['result'])} {data['resultType']}"
+    if language == "traceql":
+        if not stack.real("tempo"):
+            return None, "TEMPO_BIN not set"
+        tempo = Tempo(stack.url("tempo", 3200))
+        if TRACEQL_METRICS.search(query):
+            series = [s for s in tempo.metrics(query) if any("value" in p for p in s.get("samples", []))]
+            return bool(series), f"{len(series)} series"
+        traces = tempo.search(query, limit=20)
+        return bool(traces), f"{len(traces)} traces"
+    return profile_selector(stack, query)
+
+
+def profile_selector(stack: Stack, query: str) -> tuple[bool, str]:
+    """`TYPE{selector}` against what the services pushed (Pyroscope answers no queries here)."""
+    match = re.fullmatch(r"([\w.-]+:[\w.-]+:[\w.-]+:[\w.-]+:[\w.-]+)\{(.*)\}", query.strip())
+    if not match:
+        return False, "not TYPE{selector}"
+    matchers = re.findall(r'(\w+)\s*(=~|!=|=)\s*"([^"]*)"', match.group(2))
+    pushes = get_json(f"{stack.url('pyroscope', 4040)}/stand-in/pushes")
+    hits = [p for p in pushes if match.group(1) in p["profile_types"] and all(
+        (op == "=" and p["labels"].get(k) == v) or (op == "!=" and p["labels"].get(k) != v)
+        or (op == "=~" and re.fullmatch(v, p["labels"].get(k, ""))) for k, op, v in matchers)]
+    return bool(hits), f"{len(hits)} matching pushes"
+
+
+def check(stack: Stack) -> None:
+    print("queries: every catalog and dashboard query returns data from the running stack")
+    trace_id = real_trace_id(stack)
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for language, where, query, needs in sources(stack):
+        if needs:
+            print(f"  ..    {where}: needs {needs}")
+            continue
+        try:
+            passed, detail = run_one(stack, language, query, trace_id)
+        except Exception as error:    # a query the backend refuses is a failure, with the reason
+            passed, detail = False, f"{type(error).__name__}: {error}"
+        if passed is None:
+            skipped.setdefault((language, detail), []).append(where)
+            continue
+        stack.ledger.query(language, passed)
+        if not passed:
+            stack.ledger.fail(f"{where}: {language} returned no data ({detail}): {query[:120]}")
+    for (language, reason), wheres in skipped.items():
+        stack.ledger.skip(f"{len(wheres)} {language} queries (first: {wheres[0]})", reason)
+    for language, (passed, total) in sorted(stack.ledger.counts.items()):
+        print(f"  ..    {language}: {passed} of {total} returned data")

@@ -1,0 +1,42 @@
+"""The checks of the whole running stack, in order, and the one summary line: which services ran
+for real and which were stand-ins, how many queries of each language returned data, what was
+skipped and why, what failed. Exit 0 only when nothing failed."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from . import correlations, logs_pipeline, over_time, profiles, queries, services
+from .base import CheckFailed, Ledger, Stack
+
+GROUPS = [services, over_time, logs_pipeline, profiles, correlations, queries]
+
+
+def summary(stack: Stack) -> str:
+    real = [f"{n} ({s['version']})" if s["version"] and "workspace" not in s["version"] else n
+            for n, s in stack.state["services"].items() if s["program"] == "real"]
+    stand_ins = [f"{n} ({s['why']})" for n, s in stack.state["services"].items() if s["program"] == "stand-in"]
+    counts = ", ".join(f"{lang} {p}/{t}" for lang, (p, t) in sorted(stack.ledger.counts.items()))
+    ledger = stack.ledger
+    return (f"stack: real: {', '.join(real)}; stand-ins: {', '.join(stand_ins)}; queries with data: {counts or 'none'}; "
+            f"{len(ledger.passed)} passed, {len(ledger.skipped)} skipped, {len(ledger.failed)} failed")
+
+
+def main(root: Path, state_dir: Path, state: dict | None) -> int:
+    if not state or state.get("phase") != "running":
+        print("stack check: the stack is not up (`scripts/stack.py up` first)")
+        return 2
+    stack = Stack(root, state_dir, state, Ledger())
+    for group in GROUPS:
+        try:
+            group.check(stack)
+        except CheckFailed as failure:
+            stack.ledger.fail(f"{group.__name__.rsplit('.', 1)[-1]}: {failure}")
+        except Exception as error:   # a broken check is a failure, with where it broke
+            stack.ledger.fail(f"{group.__name__.rsplit('.', 1)[-1]}: {type(error).__name__}: {error}\n"
+                              + "".join(traceback.format_exc(limit=3)))
+    for failure in stack.ledger.failed:
+        print(f"FAILED: {failure}")
+    print(summary(stack))
+    return 1 if stack.ledger.failed else 0
