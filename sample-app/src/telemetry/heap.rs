@@ -163,9 +163,9 @@ fn values(now: &Counts, previous: &Counts) -> [i64; 4] {
     ]
 }
 
-/// Source paths of allocator code: Rust's `alloc` and `core` libraries and jemalloc. Release
-/// builds (`debug = "line-tables-only"`) name inlined frames without their path (`alloc`,
-/// `from_elem`), so the file is what tells them apart.
+/// Source paths of allocator code: Rust's `alloc` and `core` libraries and jemalloc. Frames
+/// named from debug information (shared libraries, through `backtrace`) may carry a bare name
+/// (`alloc`, `from_elem`) with a file; the file is then what tells them apart.
 const ALLOCATOR_FILES: &[&str] = &[
     "/library/alloc/",
     "/library/core/",
