@@ -259,7 +259,7 @@ def dashboards_live(stack: Stack, prom: Prometheus, entry: str, mix: Path, loadg
     catalog = yaml.safe_load((ROOT / "prometheus/metric-catalog.yml").read_text())
     here = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "prometheus_tsdb_head_series",
             "prometheus_tsdb_head_samples_appended_total", "prometheus_http_requests_total"}
-    elsewhere = set(catalog["tempo_generator"]) | (set(catalog["backends"]) - here)
+    elsewhere = set(catalog["tempo_generator"]) | set(catalog["grafana"]) | (set(catalog["backends"]) - here)
     # load-gen's own metrics exist only while it runs: keep some load going during the check.
     background = stack.start("dashboard-load", [BIN / "load-gen", "run", "--target", entry, "--rate", "20", "--duration", "60s",
                                                 "--mix", mix, "--quiet", "--metrics-listen", f"127.0.0.1:{loadgen_metrics}"])

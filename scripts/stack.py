@@ -4,6 +4,7 @@
     scripts/stack.py up [--time-scale X]   start the stack (root: it makes network namespaces)
     scripts/stack.py status                every service: real or stand-in, state, health
     scripts/stack.py logs SERVICE          a container's output (the json-file log)
+    scripts/stack.py run SERVICE [ARGS]    a one-off container (`docker compose run --rm`)
     scripts/stack.py check                 the checks of the whole stack (scripts/stack_runner/checks)
     scripts/stack.py down [-v]             stop everything, remove namespaces (and volumes with -v)
     scripts/stack.py test                  up + check + down, with free host ports (scripts/test)
@@ -19,6 +20,7 @@ stand_ins). See docs/architecture.md ("What the tests run for real").
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -44,15 +46,16 @@ def load_project(environ: dict[str, str] | None = None) -> compose.Project:
     return compose.load(ROOT, environ=environ)
 
 
-def build_containers(project: compose.Project, state: Path, time_scale: float | None, mode: str):
+def build_containers(project: compose.Project, state: Path, time_scale: float | None, mode: str,
+                     build: str = "release"):
     binaries = programs.workspace_binaries(ROOT)
     order = project.start_order()
-    net = network.Network(order, mode)
+    net = network.Network(order, network.RunIdentity.of(state), mode)
     containers = {}
     for name in order:
         service = project.services[name]
         facts = images.facts_for(project, service, binaries)
-        program = programs.program_for(project, service, facts, sys.executable)
+        program = programs.program_for(project, service, facts, sys.executable, build)
         command = service.command or []
         # The one deviation from compose, and only when asked: scenarios run time-scaled.
         extra = ["--time-scale", str(time_scale)] if time_scale and "scenario" in command and "run" in command else []
@@ -104,13 +107,14 @@ def cmd_up(args) -> int:
     mode = network_mode()
     try:
         project = load_project()
-        build_containers(project, state, args.time_scale, mode)   # every problem before anything starts
+        build_containers(project, state, args.time_scale, mode, args.build)   # every problem before anything starts
     except ComposeError as error:
         print(f"stack: {error}", file=sys.stderr)
         return 1
     state.mkdir(parents=True, exist_ok=True)
     (state / "state.json").unlink(missing_ok=True)
-    argv = [sys.executable, __file__, "--state", str(state), "_supervise"]
+    (state / "build").write_text(args.build)
+    argv = [sys.executable, __file__, "--state", str(state), "_supervise", "--build", args.build]
     if args.time_scale:
         argv += ["--time-scale", str(args.time_scale)]
     with open(state / "supervisor.log", "a") as log:
@@ -140,7 +144,7 @@ def cmd_supervise(args) -> int:
     from stack_runner.supervisor import Supervisor
 
     project = load_project()
-    containers, net = build_containers(project, args.state, args.time_scale, "netns")
+    containers, net = build_containers(project, args.state, args.time_scale, "netns", args.build)
     return Supervisor(project, containers, net, args.state).run_forever()
 
 
@@ -155,8 +159,9 @@ def cmd_down(args) -> int:
             time.sleep(0.2)
         if alive(pid):
             os.kill(pid, signal.SIGKILL)
-    MemoryCgroup.remove_all()
-    removed = network.Network.destroy()
+    run = network.RunIdentity.of(state)
+    MemoryCgroup.remove_all(run.prefix)
+    removed = network.Network.destroy(run)
     shutil.rmtree(state / "containers", ignore_errors=True)
     if args.volumes:
         shutil.rmtree(state / "volumes", ignore_errors=True)
@@ -195,6 +200,44 @@ def cmd_logs(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    """`docker compose run --rm SERVICE [ARGS]`: a one-off container of SERVICE (its profile is
+    activated, as compose does), ARGS replacing its command, on the running stack's network."""
+    current = read_state(args.state)
+    if not current or current.get("phase") != "running":
+        print("stack: the stack is not up", file=sys.stderr)
+        return 2
+    project = load_project({**os.environ, "COMPOSE_PROFILES": "*"})
+    if args.service not in project.services:
+        print(f"stack: no service {args.service!r}", file=sys.stderr)
+        return 2
+    service = project.services[args.service]
+    if args.args:
+        service.command = list(args.args)
+    facts = images.facts_for(project, service, programs.workspace_binaries(ROOT))
+    build = (args.state / "build").read_text().strip()
+    program = programs.program_for(project, service, facts, sys.executable, build)
+    name = f"{args.service}-run-{os.getpid()}"
+    service = dataclasses.replace(service, name=name)
+    net = network.Network([*current["services"], name], network.RunIdentity.of(args.state))
+    container = Container(project, service, facts, program, net, args.state, [])
+    container.dir = args.state / "containers" / name
+    if container.cgroup:
+        container.cgroup = MemoryCgroup(net.run.prefix, name, service.mem_limit)
+    net.attach(name)
+    try:
+        process = container.start(stdout=None, stderr=None)
+        return process.wait()
+    except KeyboardInterrupt:
+        container.stop()
+        return 130
+    finally:
+        if container.cgroup:
+            container.cgroup.remove()
+        net.detach(name)
+        shutil.rmtree(container.dir, ignore_errors=True)
+
+
 def cmd_check(args) -> int:
     from stack_runner.checks import run as checks
 
@@ -230,15 +273,20 @@ def main() -> int:
         p = sub.add_parser(name)
         p.add_argument("--time-scale", type=float, default=None,
                        help="append --time-scale X to load-gen scenario commands (the one deviation from compose)")
+        p.add_argument("--build", choices=["release", "debug"], default="release",
+                       help="which cargo build of this workspace runs (the images hold the release build)")
     down = sub.add_parser("down")
     down.add_argument("-v", "--volumes", action="store_true", help="also remove the named volumes")
     sub.add_parser("status")
     sub.add_parser("check")
     logs = sub.add_parser("logs")
     logs.add_argument("service")
+    run = sub.add_parser("run", help="a one-off container, as `docker compose run --rm SERVICE ARGS`")
+    run.add_argument("service")
+    run.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     handlers = {"up": cmd_up, "_supervise": cmd_supervise, "down": cmd_down, "status": cmd_status,
-                "logs": cmd_logs, "check": cmd_check, "test": cmd_test}
+                "logs": cmd_logs, "check": cmd_check, "test": cmd_test, "run": cmd_run}
     return handlers[args.command](args)
 
 

@@ -105,7 +105,8 @@ pub struct CommonArgs {
     /// Give up on a request after this long (waiting for a connection included).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    /// Seed for the request mix (reproducible runs). Trace ids are always random per process.
+    /// Seed for the request mix (reproducible runs; `--repeat` iteration n uses seed + n - 1).
+    /// Trace ids are always random per process.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// A request-mix file (TOML, see load-gen/mixes/default.toml); the built-in mix otherwise.
@@ -303,10 +304,16 @@ async fn repeat_scenario(
         if args.repeat {
             eprintln!("load-gen: scenario {} iteration {iteration}", scenario.name);
         }
+        // Each iteration draws its own (still reproducible) request sequence: with one seed,
+        // every iteration would send the same requests, and a rare route might never be hit.
+        let common = CommonArgs {
+            seed: args.common.seed.wrapping_add(iteration - 1),
+            ..args.common.clone()
+        };
         let outcome = run_scenario(
             scenario,
             &endpoints,
-            &args.common,
+            &common,
             instruments,
             stop.clone(),
         )

@@ -512,6 +512,38 @@ def check_stack() -> None:
     check_grafana_access(compose, env)
 
 
+def check_label_bounds() -> None:
+    """The enumerable label sets of docs/contracts.md are the code's, and the scrape limits are
+    prometheus.yml's."""
+    import contract_doc
+
+    bounds = contract_doc.values()["label_bounds"]
+    method_rs = (ROOT / "sample-app/src/telemetry/http_method.rs").read_text()
+    known = re.findall(r'Method::\w+ => "(\w+)"', method_rs) + re.findall(r'pub const OTHER: &str = "(\w+)"', method_rs)
+    if sorted(known) != sorted(bounds["http_request_method"]):
+        fail(f"docs/contracts.md label_bounds.http_request_method {bounds['http_request_method']} != the code's {known}")
+    state_rs = (ROOT / "sample-app/src/faults/state.rs").read_text()
+    kinds = re.findall(r'Self::\w+ => "(\w+)"', state_rs)
+    if sorted(kinds) != sorted(bounds["fault_kinds"]):
+        fail(f"docs/contracts.md label_bounds.fault_kinds {bounds['fault_kinds']} != sample-app's FaultKind {kinds}")
+    client_rs = (ROOT / "load-gen/src/client.rs").read_text()
+    errors = re.findall(r'Self::\w+ => "(\w+)"', client_rs)
+    if sorted(errors) != sorted(bounds["loadgen_error_kinds"]):
+        fail(f"docs/contracts.md label_bounds.loadgen_error_kinds != load-gen's ErrorKind {errors}")
+    templates = (ROOT / "sample-app/src/routes/templates.rs").read_text()
+    routes = len(re.findall(r'^\s+"/[^"]*",$', templates, re.M)) + 2   # + /admin/faults, unmatched
+    if routes > bounds["max_routes"]:
+        fail(f"sample-app has {routes} route label values; docs/contracts.md bounds them at {bounds['max_routes']}")
+    prom = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
+    for job, limits in contract_doc.values()["scrape_limits"].items():
+        config = next((j for j in prom["scrape_configs"] if j["job_name"] == job), {})
+        for key in ("sample_limit", "label_limit", "label_value_length_limit"):
+            if config.get(key) != limits[key]:
+                fail(f"prometheus/prometheus.yml: job {job} {key} is {config.get(key)}, docs/contracts.md says {limits[key]}")
+        if limits["worst_case_samples"] * 2 > limits["sample_limit"]:
+            fail(f"docs/contracts.md: {job}'s sample_limit leaves less than 2x headroom over its worst case")
+
+
 def main() -> int:
     rules = alerts()
     check_alert_metadata(rules)
@@ -521,6 +553,7 @@ def main() -> int:
     check_generated_tests()
     check_stack()
     check_stands_alone()
+    check_label_bounds()
     for f in failures:
         print(f"contract broken: {f}", file=sys.stderr)
     print(f"contracts: {len(rules)} alerts checked, {len(failures)} problems")

@@ -265,7 +265,7 @@ def load(root: Path, file: str = "docker-compose.yml", environ: dict[str, str] |
     for name, raw in document["services"].items():
         where = f"{file}: services.{name}"
         raw = _interpolate_tree(raw, variables, where)
-        if raw.get("profiles") and not active & set(raw["profiles"]):
+        if raw.get("profiles") and "*" not in active and not active & set(raw["profiles"]):
             continue   # a service in a profile starts only when that profile is active (compose spec)
         depends = raw.get("depends_on") or {}
         if isinstance(depends, list):

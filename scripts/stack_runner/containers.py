@@ -27,17 +27,17 @@ STOP_GRACE = 10.0   # compose's default stop_grace_period
 
 
 class MemoryCgroup:
-    """A cgroup-v1 memory controller group under `fsr/` (the stack's `mem_limit`s)."""
+    """A cgroup-v1 memory controller group under `<run prefix>/` (the stack's `mem_limit`s)."""
 
-    ROOT = Path("/sys/fs/cgroup/memory/fsr")
+    BASE = Path("/sys/fs/cgroup/memory")
 
-    def __init__(self, service: str, limit: int | None):
-        self.path = self.ROOT / service
+    def __init__(self, run: str, service: str, limit: int | None):
+        self.path = self.BASE / run / service
         self.limit = limit
 
     @classmethod
     def available(cls) -> bool:
-        return cls.ROOT.parent.joinpath("memory.limit_in_bytes").exists()
+        return cls.BASE.joinpath("memory.limit_in_bytes").exists()
 
     def create(self) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
@@ -70,13 +70,14 @@ class MemoryCgroup:
                 time.sleep(0.05)
 
     @classmethod
-    def remove_all(cls) -> None:
-        if cls.ROOT.exists():
-            for child in cls.ROOT.iterdir():
+    def remove_all(cls, run: str) -> None:
+        root = cls.BASE / run
+        if root.exists():
+            for child in root.iterdir():
                 if child.is_dir():
-                    MemoryCgroup(child.name, None).remove()
+                    MemoryCgroup(run, child.name, None).remove()
             try:
-                cls.ROOT.rmdir()
+                root.rmdir()
             except OSError:
                 pass
 
@@ -89,7 +90,8 @@ class Container:
         self.hostname = secrets.token_hex(6)      # Docker's short container id
         self.argv = [*program.argv, *extra_args]
         self.dir = state / "containers" / service.name
-        self.cgroup = MemoryCgroup(service.name, service.mem_limit) if MemoryCgroup.available() else None
+        self.cgroup = MemoryCgroup(network.run.prefix, service.name, service.mem_limit) \
+            if MemoryCgroup.available() else None
         self.warnings: list[str] = []
         self.process: subprocess.Popen | None = None
 

@@ -4,22 +4,19 @@ container that resolves every service name, as compose's embedded DNS would. So 
 listens on the address and port its config says (`0.0.0.0:8080` twice is fine) and every
 hostname in every config resolves.
 
-The host reaches the bridge through one veth pair (`fsr0`, 10.213.0.1): that is how published
-ports are forwarded and how the checks talk to services. Traffic never leaves the namespaces
-this run created. Everything is removed by `destroy()`, which also cleans up after a run that
-crashed.
+The host reaches the bridge through one veth pair (`<prefix>0`, `.1` of the run's /24): that is
+how published ports are forwarded and how the checks talk to services. Traffic never leaves
+the namespaces this run created. A run's names and subnet derive from its state directory
+(`RunIdentity`), so two runs with different state directories do not collide. Everything is
+removed by `destroy()`, which also cleans up after a run that crashed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from dataclasses import dataclass
-
-PREFIX = "fsr"
-SUBNET = "10.213.0"
-HOST_ADDRESS = f"{SUBNET}.1"
-HUB = f"{PREFIX}-net"
-HOST_LINK = f"{PREFIX}0"
+from pathlib import Path
 
 
 class NetworkError(Exception):
@@ -33,9 +30,37 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """Names and addresses of one run: `fs<3 hex>-<service>` namespaces, 10.213.<n>.0/24."""
+    prefix: str
+    subnet: str
+
+    @staticmethod
+    def of(state: Path) -> "RunIdentity":
+        digest = hashlib.sha1(str(state.resolve()).encode()).hexdigest()
+        return RunIdentity(f"fs{digest[:3]}", f"10.213.{100 + int(digest[3:7], 16) % 150}")
+
+    @property
+    def hub(self) -> str:
+        return f"{self.prefix}-net"
+
+    @property
+    def host_link(self) -> str:
+        return f"{self.prefix}0"
+
+    @property
+    def host_address(self) -> str:
+        return f"{self.subnet}.1"
+
+    def leftovers(self) -> list[str]:
+        listed = _ip("netns", "list", check=False).stdout.split("\n")
+        return [line.split()[0] for line in listed if line.startswith(f"{self.prefix}-")]
+
+
 def namespaces_available() -> str | None:
     """None when network namespaces can be used, else why not."""
-    probe = f"{PREFIX}-probe"
+    probe = "fsr-probe"
     result = _ip("netns", "add", probe, check=False)
     if result.returncode != 0:
         return result.stderr.strip() or "ip netns add failed"
@@ -43,22 +68,18 @@ def namespaces_available() -> str | None:
     return None
 
 
-def leftovers() -> list[str]:
-    listed = _ip("netns", "list", check=False).stdout.split("\n")
-    return [line.split()[0] for line in listed if line.startswith(f"{PREFIX}-")]
-
-
 @dataclass
 class Network:
     services: list[str]
-    mode: str = "netns"          # or "loopback" (fallback)
+    run: RunIdentity
+    mode: str = "netns"
 
     def namespace(self, service: str) -> str | None:
-        return f"{PREFIX}-{service}" if self.mode == "netns" else None
+        return f"{self.run.prefix}-{service}" if self.mode == "netns" else None
 
     def address(self, service: str) -> str:
         index = self.services.index(service) + 10
-        return f"{SUBNET}.{index}" if self.mode == "netns" else f"127.0.1.{index}"
+        return f"{self.run.subnet}.{index}" if self.mode == "netns" else f"127.0.1.{index}"
 
     def hosts_file(self, service: str, hostname: str) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
@@ -69,36 +90,44 @@ class Network:
     def create(self) -> None:
         if self.mode != "netns":
             return
-        stale = leftovers()
+        stale = self.run.leftovers()
         if stale:
             raise NetworkError(f"namespaces of an earlier run still exist ({', '.join(stale)}): "
-                               "run `scripts/stack.py down` first")
-        _ip("netns", "add", HUB)
-        _ip("-n", HUB, "link", "add", "br0", "type", "bridge")
-        _ip("-n", HUB, "link", "set", "br0", "up")
-        _ip("link", "add", HOST_LINK, "type", "veth", "peer", "name", "up0", "netns", HUB)
-        _ip("-n", HUB, "link", "set", "up0", "master", "br0", "up")
-        _ip("addr", "add", f"{HOST_ADDRESS}/24", "dev", HOST_LINK)
-        _ip("link", "set", HOST_LINK, "up")
-        for index, service in enumerate(self.services):
-            namespace = self.namespace(service)
-            peer = f"v{index}"
-            _ip("netns", "add", namespace)
-            _ip("-n", namespace, "link", "set", "lo", "up")
-            _ip("link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-            _ip("link", "set", peer, "netns", HUB)
-            _ip("-n", HUB, "link", "set", peer, "master", "br0", "up")
-            _ip("-n", namespace, "addr", "add", f"{self.address(service)}/24", "dev", "eth0")
-            _ip("-n", namespace, "link", "set", "eth0", "up")
+                               "run `scripts/stack.py down` (with the same --state) first")
+        hub = self.run.hub
+        _ip("netns", "add", hub)
+        _ip("-n", hub, "link", "add", "br0", "type", "bridge")
+        _ip("-n", hub, "link", "set", "br0", "up")
+        _ip("link", "add", self.run.host_link, "type", "veth", "peer", "name", "up0", "netns", hub)
+        _ip("-n", hub, "link", "set", "up0", "master", "br0", "up")
+        _ip("addr", "add", f"{self.run.host_address}/24", "dev", self.run.host_link)
+        _ip("link", "set", self.run.host_link, "up")
+        for service in self.services:
+            self.attach(service)
+
+    def attach(self, service: str) -> None:
+        """One container's namespace on the bridge (also for `stack.py run`'s late containers)."""
+        namespace, peer, hub = self.namespace(service), f"v{self.services.index(service)}", self.run.hub
+        _ip("netns", "add", namespace)
+        _ip("-n", namespace, "link", "set", "lo", "up")
+        _ip("link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+        _ip("link", "set", peer, "netns", hub)
+        _ip("-n", hub, "link", "set", peer, "master", "br0", "up")
+        _ip("-n", namespace, "addr", "add", f"{self.address(service)}/24", "dev", "eth0")
+        _ip("-n", namespace, "link", "set", "eth0", "up")
+
+    def detach(self, service: str) -> None:
+        _ip("-n", self.run.hub, "link", "del", f"v{self.services.index(service)}", check=False)
+        _ip("netns", "del", self.namespace(service), check=False)
 
     @staticmethod
-    def destroy() -> list[str]:
-        """Removes this runner's links and namespaces, including a crashed run's; returns them."""
+    def destroy(run: RunIdentity) -> list[str]:
+        """Removes the run's links and namespaces, including a crashed run's; returns them."""
         removed = []
-        if _ip("link", "show", HOST_LINK, check=False).returncode == 0:
-            _ip("link", "del", HOST_LINK, check=False)
-            removed.append(HOST_LINK)
-        for namespace in leftovers():
+        if _ip("link", "show", run.host_link, check=False).returncode == 0:
+            _ip("link", "del", run.host_link, check=False)
+            removed.append(run.host_link)
+        for namespace in run.leftovers():
             _ip("netns", "del", namespace, check=False)
             removed.append(namespace)
         return removed

@@ -3,7 +3,7 @@ validating stand-in (`stand_ins/`) where none does.
 
 | image | here |
 |---|---|
-| four-signal/* (this repository) | the workspace's release build, bound at the image's path |
+| four-signal/* (this repository) | the workspace's build (release, as the image's; `--build debug` to reuse the test build), bound at the image's path |
 | prom/prometheus, prom/alertmanager | Debian's `prometheus` and `prometheus-alertmanager` |
 | grafana/loki, grafana/tempo | `$LOKI_BIN` / `$TEMPO_BIN` when set, else a recording stand-in |
 | grafana/pyroscope, grafana/alloy, grafana/grafana | a stand-in (no build of them runs here) |
@@ -74,21 +74,22 @@ def workspace_binaries(root: Path) -> set[str]:
     return names
 
 
-def program_for(project: Project, service: Service, facts: ImageFacts, python: str) -> Program:
+def program_for(project: Project, service: Service, facts: ImageFacts, python: str,
+                build: str = "release") -> Program:
     repo = repository(service.image)
     entrypoint = service.entrypoint or facts.entrypoint
     command = service.command if service.command is not None else ([] if service.entrypoint else facts.cmd)
     argv = [*entrypoint, *command]
-    release = project.root / "target" / "release"
     if facts.binaries:
         binds = {}
         for path, name in facts.binaries.items():
-            binary = release / name
+            binary = project.root / "target" / build / name
             if not binary.exists():
-                raise ComposeError(f"{service.name}: {binary} is missing: run `cargo build --release "
-                                   f"--locked -p {name}` (the image's builder stage does the same)")
+                flag = "--release " if build == "release" else ""
+                raise ComposeError(f"{service.name}: {binary} is missing: run `cargo build {flag}--locked -p {name}` "
+                                   "(the image's builder stage builds it with --release)")
             binds[path] = str(binary)
-        return Program("real", argv, binds, f"{name} from this workspace's release build")
+        return Program("real", argv, binds, f"{build} build of this workspace")
     if repo in DEBIAN:
         binary = shutil.which(DEBIAN[repo])
         if binary is None:

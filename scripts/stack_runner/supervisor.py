@@ -54,6 +54,7 @@ class Supervisor:
         self.lock = threading.Lock()
         self.phase = "starting"
         self.problem = ""
+        self.started = time.time()
         self.publisher = Publisher()
         (state / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -71,7 +72,7 @@ class Supervisor:
                     "image": c.service.image, "argv": c.argv, "warnings": c.warnings,
                     "ports": [vars(p) for p in c.service.ports], "log": str(self.log_path(name)),
                 }
-            document = {"supervisor": os.getpid(), "phase": self.phase, "problem": self.problem,
+            document = {"supervisor": os.getpid(), "phase": self.phase, "problem": self.problem, "started": self.started,
                         "project": self.project.name, "network": self.network.mode,
                         "published": self.publisher.published, "services": services}
         temporary = self.state / "state.json.tmp"
@@ -215,8 +216,8 @@ class Supervisor:
                 t.start()
             for t in threads:
                 t.join()
-        MemoryCgroup.remove_all()
-        Network.destroy()
+        MemoryCgroup.remove_all(self.network.run.prefix)
+        Network.destroy(self.network.run)
         self.phase = "down"
         self.write_state()
 

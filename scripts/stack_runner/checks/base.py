@@ -99,6 +99,7 @@ class Stack:
     state_dir: Path
     state: dict
     ledger: Ledger
+    incident_ended: float = 0.0     # time.monotonic() when the incident check's scenario ended
 
     def service(self, name: str) -> dict:
         return self.state["services"][name]

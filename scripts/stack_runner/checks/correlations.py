@@ -70,7 +70,7 @@ def check(stack: Stack) -> None:
     span = server_span(spans, "sample-app")
     jsonData = sources["tempo"]["jsonData"]
     traces_to_logs(stack, loki, jsonData["tracesToLogsV2"], span)
-    logs_to_traces(stack, loki, tempo, sources["loki"]["jsonData"]["derivedFields"], span)
+    logs_to_traces(stack, loki, sources["loki"]["jsonData"]["derivedFields"], span)
     traces_to_metrics(stack, prom, jsonData["tracesToMetrics"], span)
     exemplars(stack, prom, tempo)
     service_graph(stack, prom)

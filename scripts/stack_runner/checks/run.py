@@ -7,10 +7,10 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from . import correlations, logs_pipeline, over_time, profiles, queries, services
+from . import correlations, incident, logs_pipeline, over_time, profiles, queries, services
 from .base import CheckFailed, Ledger, Stack
 
-GROUPS = [services, over_time, logs_pipeline, profiles, correlations, queries]
+GROUPS = [services, over_time, logs_pipeline, profiles, correlations, incident, queries]
 
 
 def summary(stack: Stack) -> str:

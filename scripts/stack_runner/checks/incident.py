@@ -1,0 +1,29 @@
+"""An incident, the way a workshop starts one: the compose `scenario` service run as a one-off
+container (`docker compose run --rm scenario fault-tour`, time-scaled), so every fault kind
+leaves its evidence for the query checks that follow — and the lab path itself (no Rust
+toolchain, in-network URLs, its client spans to Tempo) is proven to work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from .base import Stack, get_json
+
+SCENARIO = "fault-tour"
+
+
+def check(stack: Stack) -> None:
+    argv = stack.service("load-gen")["argv"]
+    scale = argv[argv.index("--time-scale") + 1] if "--time-scale" in argv else "1"
+    print(f"incident: `scenario {SCENARIO} --time-scale {scale}` as a one-off compose container")
+    command = [sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir), "run",
+               "scenario", SCENARIO, "--time-scale", scale, "--quiet", "--output", "json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    stack.incident_ended = time.monotonic()
+    tail = done.stderr.strip().splitlines()[-3:]
+    stack.ledger.check(done.returncode == 0, f"the scenario service ran {SCENARIO} and exited 0 ({tail})")
+    for service in ("sample-app", "sample-app-downstream"):
+        view = get_json(f"{stack.url(service, 8080)}/admin/faults")
+        stack.ledger.check(view.get("plan") is None, f"{service}: the scenario cleared its faults at the end")
