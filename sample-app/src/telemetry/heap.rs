@@ -29,7 +29,7 @@ use super::{
 /// The sample types, in Go's order. With period type `space`/`bytes`, Pyroscope 2.2.1 names
 /// the profile `memory` (any sample type containing `alloc_` or `inuse_`:
 /// pkg/og/convert/pprof/profile.go:191) and builds each type id as
-/// `name:type:unit:period_type:period_unit` (pkg/phlaredb/labels/labels.go:44-54): see
+/// `name:type:unit:period_type:period_unit` (pkg/phlaredb/labels/labels.go:45-56): see
 /// [`MEMORY_PROFILE_TYPES`].
 pub const SAMPLE_TYPES: [(&str, &str); 4] = [
     ("alloc_objects", "count"),

@@ -9,8 +9,12 @@
 //! pull), so an idle profiler costs nothing.
 //!
 //! Each CPU sample taken while a request's span was entered on the sampled thread carries the
-//! labels `span_id`, `trace_id` and `span_name` (see [`super::span_profiles`]); Pyroscope keeps
-//! them per sample and selects one span's samples for "Profiles for this span".
+//! labels `span_id`, `trace_id` and `span_name` (see [`super::span_profiles`]). Pyroscope 2.2.1
+//! keeps `span_id` and `trace_id` per sample and turns the other sample labels into series
+//! labels (pkg/model/pprofsplit/pprof_split.go:37-38, names at pkg/pprof/pprof.go:1101-1103),
+//! and Grafana selects one span's samples for "Profiles for this span". A CPU sample becomes
+//! `process_cpu:cpu:nanoseconds:cpu:nanoseconds` (and `process_cpu:samples:count:cpu:nanoseconds`):
+//! pkg/og/convert/pprof/profile.go:188-189 and pkg/phlaredb/labels/labels.go:45-56.
 
 use std::{
     collections::HashMap,
