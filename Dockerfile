@@ -8,10 +8,17 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
+# make: tikv-jemalloc-sys builds jemalloc (with its heap profiler) from source; the slim image
+# has gcc but not make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what cargo needs: the workspace manifest and lockfile, and every workspace member (cargo
 # loads them all, even to build two). .dockerignore keeps everything else out of the context.
 COPY Cargo.toml Cargo.lock ./
+# Build-time environment: jemalloc's profiling options (sample-app's heap profiles).
+COPY .cargo .cargo
 COPY crates crates
 COPY sample-app sample-app
 COPY load-gen load-gen

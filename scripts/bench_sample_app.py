@@ -7,12 +7,19 @@ anything), drives each with the same `wrk` load on one hot endpoint, and prints 
 of requests/s and p99 with their ratio to the telemetry-off baseline.
 
 Configurations:
-  off            SAMPLE_APP_TELEMETRY=off: no spans, request metrics, access logs or profiles
-  all signals    100 % sampling, OTLP/gRPC export to a local receiver, profiler pushing
-  no span export spans made but not sampled (OTEL_TRACES_SAMPLER=always_off), profiler on
-  no profiler    all signals but no Pyroscope (the profiler thread idles)
+  off              SAMPLE_APP_TELEMETRY=off: no spans, request metrics, access logs or profiles
+  all signals      100 % sampling, OTLP/gRPC export to a local receiver, CPU profiler with span
+                   labels and heap sampling, pushing both
+  no span labels   all signals, SAMPLE_APP_SPAN_PROFILES=off
+  no heap sampling all signals, SAMPLE_APP_HEAP_PROFILES=off
+  no span export   spans made but not sampled (OTEL_TRACES_SAMPLER=always_off), profiler on
+  no profiler      all signals but no Pyroscope (the profiler thread idles)
+
+A second table compares the two profile switches with "all signals": the CPU per request each
+adds, and the resident memory heap sampling adds (VmRSS after the load).
 
 Usage: scripts/bench_sample_app.py [--rounds 3] [--seconds 8] [--connections 16]
+                                   [--only "all signals,no span labels"]
 Needs: wrk (Debian), the .venv from scripts/install-test-tools. Traffic goes to 127.0.0.1 only.
 """
 
@@ -89,8 +96,16 @@ def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, float, in
     return rps, p99, requests
 
 
-def measure(env: dict, args) -> tuple[float, float, float]:
-    """Requests/s, p99 (ms), and the app's own CPU microseconds per request."""
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(env: dict, args) -> tuple[float, float, float, float]:
+    """Requests/s, p99 (ms), the app's own CPU microseconds per request, and its RSS (MiB)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYROSCOPE_", "SAMPLE_APP_"))}
     full_env.update(env, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}", RUST_LOG="info")
@@ -104,7 +119,7 @@ def measure(env: dict, args) -> tuple[float, float, float]:
         cpu_before = cpu_seconds(app.pid)
         rps, p99, requests = run_wrk(port, args.seconds, args.connections)
         cpu_us = (cpu_seconds(app.pid) - cpu_before) * 1e6 / requests
-        return rps, p99, cpu_us
+        return rps, p99, cpu_us, rss_mib(app.pid)
     finally:
         app.terminate()
         app.wait(timeout=30)
@@ -115,6 +130,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", default="", help="comma-separated configurations to run (off is always run)")
     args = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "sample-app"], cwd=ROOT, check=True)
@@ -131,17 +147,22 @@ def main() -> int:
     configs = {
         "off": {"SAMPLE_APP_TELEMETRY": "off"},
         "all signals": exporting,
+        "no span labels": {**exporting, "SAMPLE_APP_SPAN_PROFILES": "off"},
+        "no heap sampling": {**exporting, "SAMPLE_APP_HEAP_PROFILES": "off"},
         "no span export": {**exporting, "OTEL_TRACES_SAMPLER": "always_off"},
         "no profiler": {k: v for k, v in exporting.items() if not k.startswith("PYROSCOPE")},
     }
+    if args.only:
+        wanted = {"off", *(name.strip() for name in args.only.split(","))}
+        configs = {name: env for name, env in configs.items() if name in wanted}
     results = {name: [] for name in configs}
     try:
         for round_number in range(1, args.rounds + 1):
             for name, env in configs.items():
-                rps, p99, cpu_us = measure(env, args)
-                results[name].append((rps, p99, cpu_us))
-                print(f"round {round_number} {name:>15}: {rps:9.0f} req/s  p99 {p99:7.2f} ms  "
-                      f"{cpu_us:6.1f} us CPU/request", file=sys.stderr)
+                rps, p99, cpu_us, rss = measure(env, args)
+                results[name].append((rps, p99, cpu_us, rss))
+                print(f"round {round_number} {name:>16}: {rps:9.0f} req/s  p99 {p99:7.2f} ms  "
+                      f"{cpu_us:6.1f} us CPU/request  {rss:6.1f} MiB RSS", file=sys.stderr)
     finally:
         sink.stdin.close()
         sink.wait(timeout=10)
@@ -157,6 +178,19 @@ def main() -> int:
         rps, p99, cpu = median(name, 0), median(name, 1), median(name, 2)
         print(f"| {name} | {rps:.0f} | {rps / median('off', 0):.2f}x | {p99:.2f} | {p99 / median('off', 1):.2f}x "
               f"| {cpu:.1f} | {cpu / median('off', 2):.2f}x |")
+
+    # The profile switches against "all signals": per-round differences (each round runs both
+    # back to back), then the median, so drift between rounds cancels.
+    def paired(name: str, index: int) -> float:
+        return statistics.median(a[index] - b[index] for a, b in zip(results["all signals"], results[name]))
+
+    print("\n| switched on (vs. all signals with it off) | CPU per request added (us) | throughput ratio | RSS added (MiB) |")
+    print("|---|---:|---:|---:|")
+    for feature, name in (("span labels", "no span labels"), ("heap sampling", "no heap sampling")):
+        if name not in results or "all signals" not in results:
+            continue
+        ratio = median("all signals", 0) / median(name, 0)
+        print(f"| {feature} | {paired(name, 2):+.2f} | {ratio:.3f}x | {paired(name, 3):+.1f} |")
     return 0
 
 

@@ -4,6 +4,11 @@ use std::process::ExitCode;
 
 use sample_app::{healthcheck, settings::Settings, startup::Application, telemetry};
 
+/// jemalloc, for its sampling heap profiler (`SAMPLE_APP_HEAP_PROFILES`); its profiling options
+/// are compiled in from `.cargo/config.toml`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[actix_web::main]
 async fn main() -> ExitCode {
     let settings = match Settings::from_sources(std::env::args_os(), |k| std::env::var(k).ok()) {

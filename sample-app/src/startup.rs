@@ -28,7 +28,7 @@ use crate::{
     telemetry::{
         metrics::AppMetrics,
         middleware::{RouteTemplate, observe_request},
-        profiles::CpuProfiler,
+        profiles::Profiler,
     },
 };
 
@@ -40,7 +40,7 @@ pub struct Application {
 impl Application {
     /// Binds the listener (port 0 picks a free one) and prepares the server; nothing is served
     /// until [`Application::run_until_stopped`].
-    pub fn build(settings: &Settings, profiler: Option<CpuProfiler>) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, profiler: Option<Profiler>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("while binding {} (SAMPLE_APP_LISTEN)", settings.listen))?;
         let address = listener
@@ -127,7 +127,8 @@ fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
     cfg.service(ops("/health", get().to(health::health)))
         .service(ops("/ready", get().to(health::ready)))
         .service(ops("/metrics", get().to(metrics::metrics)))
-        .service(ops("/debug/pprof/profile", get().to(pprof::profile)));
+        .service(ops("/debug/pprof/profile", get().to(pprof::profile)))
+        .service(ops("/debug/pprof/heap", get().to(pprof::heap)));
     if admin {
         cfg.service(
             resource("/admin/faults")

@@ -15,7 +15,7 @@ use url::Url;
 
 use crate::{
     faults::Faults,
-    telemetry::{metrics::AppMetrics, profiles::CpuProfiler},
+    telemetry::{metrics::AppMetrics, profiles::Profiler},
 };
 
 /// Orders kept in memory; beyond this the oldest are forgotten.
@@ -28,7 +28,7 @@ pub struct AppState {
     pub version: String,
     pub orders: OrderBook,
     pub downstream: Option<Downstream>,
-    pub profiler: Option<CpuProfiler>,
+    pub profiler: Option<Profiler>,
     pub metrics: AppMetrics,
     pub cpu_bursts: Semaphore,
     pub faults: Arc<Faults>,

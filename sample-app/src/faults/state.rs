@@ -208,7 +208,7 @@ impl Faults {
         let now = self.leaked_bytes.load(Ordering::Relaxed);
         let take = bytes.min(cap.saturating_sub(now));
         if take > 0 {
-            leaked.push(vec![0xA5; take as usize]);
+            leaked.push(leak_memory(take as usize));
             self.leaked_bytes.store(now + take, Ordering::Relaxed);
         }
         take
@@ -220,6 +220,13 @@ impl Faults {
         leaked.shrink_to_fit();
         self.leaked_bytes.swap(0, Ordering::Relaxed)
     }
+}
+
+/// The allocation the `memory_leak` fault keeps (touched, so resident): its own frame in every
+/// heap profile, as `inject_cpu_burn` is in every CPU profile.
+#[inline(never)]
+pub fn leak_memory(bytes: usize) -> Vec<u8> {
+    std::hint::black_box(vec![0xA5; bytes])
 }
 
 /// The kinds a plan switches on, by name.

@@ -36,7 +36,12 @@ pub const ENDPOINTS: &[(&str, &str, &str)] = &[
     (
         "GET",
         "/debug/pprof/profile?seconds=5",
-        "a CPU profile of the next N seconds, as pprof",
+        "a CPU profile of the next N seconds, as pprof (samples labelled with their span)",
+    ),
+    (
+        "GET",
+        "/debug/pprof/heap",
+        "the sampled heap now (in-use and allocated since start), as pprof",
     ),
 ];
 

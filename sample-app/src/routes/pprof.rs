@@ -1,6 +1,8 @@
-//! `GET /debug/pprof/profile?seconds=N`: the CPU profile of the next N seconds as a pprof
-//! protobuf, for `go tool pprof` and other pull-mode tools. It shares the one profiler with the
-//! Pyroscope push loop (see [`crate::telemetry::profiles`]).
+//! The pull endpoints, for `go tool pprof` and other pull-mode tools, both pprof protobufs from
+//! the one profiler that also pushes to Pyroscope (see [`crate::telemetry::profiles`]):
+//! - `GET /debug/pprof/profile?seconds=N`: the CPU profile of the next N seconds, each sample
+//!   labelled with the span whose work it interrupted (`go tool pprof -tags`);
+//! - `GET /debug/pprof/heap`: the sampled heap now (`go tool pprof -sample_index=inuse_space`).
 
 use std::time::Duration;
 
@@ -10,7 +12,7 @@ use serde::Deserialize;
 use crate::{
     error::ApiError,
     state::AppState,
-    telemetry::profiles::{MAX_PULL_SECONDS, PullError},
+    telemetry::profiles::{MAX_PULL_SECONDS, Profiler, PullError},
 };
 
 pub const DEFAULT_SECONDS: u64 = 5;
@@ -37,27 +39,47 @@ pub async fn profile(
                 )
             })?,
     };
-    let profiler = state
+    let window = running(&state)?
+        .pull(Duration::from_secs(seconds))
+        .await
+        .map_err(unavailable)?;
+    Ok(pprof_body(window.pprof, "profile.pb"))
+}
+
+/// `GET /debug/pprof/heap`.
+pub async fn heap(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let window = running(&state)?.heap().await.map_err(unavailable)?;
+    Ok(pprof_body(window.pprof, "heap.pb"))
+}
+
+fn running(state: &AppState) -> Result<&Profiler, ApiError> {
+    state
         .profiler
         .as_ref()
         .ok_or_else(|| ApiError::Unavailable {
             error: "profiling_disabled",
-            detail: "the CPU profiler is not running (SAMPLE_APP_TELEMETRY=off?)".into(),
-        })?;
-    let window = profiler
-        .pull(Duration::from_secs(seconds))
-        .await
-        .map_err(|e| match e {
-            PullError::Busy => ApiError::TooManyRequests {
-                detail: e.to_string(),
-            },
-            PullError::Stopped | PullError::Failed(_) => ApiError::Unavailable {
-                error: "profiling_failed",
-                detail: e.to_string(),
-            },
-        })?;
-    Ok(HttpResponse::Ok()
+            detail: "the profiler is not running (SAMPLE_APP_TELEMETRY=off?)".into(),
+        })
+}
+
+fn unavailable(e: PullError) -> ApiError {
+    match e {
+        PullError::Busy => ApiError::TooManyRequests {
+            detail: e.to_string(),
+        },
+        PullError::Stopped | PullError::Failed(_) => ApiError::Unavailable {
+            error: "profiling_failed",
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn pprof_body(pprof: Vec<u8>, filename: &str) -> HttpResponse {
+    HttpResponse::Ok()
         .content_type("application/octet-stream")
-        .insert_header(("content-disposition", "attachment; filename=\"profile.pb\""))
-        .body(window.pprof))
+        .insert_header((
+            "content-disposition",
+            format!("attachment; filename=\"{filename}\""),
+        ))
+        .body(pprof)
 }

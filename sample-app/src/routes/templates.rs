@@ -18,7 +18,13 @@ pub const APP_ROUTES: &[&str] = &[
 /// They are still counted in the request metrics, but make no span and no access line: in
 /// compose they alone would be about 24 traces a minute that nobody asked for. They are never
 /// faulted, so probes and scrapes keep working during an incident.
-pub const OPERATIONAL_ROUTES: &[&str] = &["/health", "/ready", "/metrics", "/debug/pprof/profile"];
+pub const OPERATIONAL_ROUTES: &[&str] = &[
+    "/health",
+    "/ready",
+    "/metrics",
+    "/debug/pprof/profile",
+    "/debug/pprof/heap",
+];
 
 /// Whether a request path is one of the operational routes (exact match: they take no
 /// parameters in the path).

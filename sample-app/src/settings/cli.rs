@@ -49,6 +49,17 @@ pub struct Cli {
     #[arg(long, env = "SAMPLE_APP_TELEMETRY", default_value = "on", value_parser = ["on", "off"])]
     pub telemetry: String,
 
+    /// `on`: label each CPU sample with the request whose code was running (`span_id`,
+    /// `trace_id`, `span_name`) and give each sampled server span `pyroscope.profile.id`, for
+    /// Grafana's "Profiles for this span". `off`: service-wide CPU profiles only.
+    #[arg(long, env = "SAMPLE_APP_SPAN_PROFILES", default_value = "on", value_parser = ["on", "off"])]
+    pub span_profiles: String,
+
+    /// `on`: sample heap allocations (jemalloc, about one per 512 KiB allocated), push memory
+    /// profiles with each CPU profile and serve `/debug/pprof/heap`. `off`: neither.
+    #[arg(long, env = "SAMPLE_APP_HEAP_PROFILES", default_value = "on", value_parser = ["on", "off"])]
+    pub heap_profiles: String,
+
     /// Seconds that in-flight requests get to finish after SIGTERM / Ctrl-C.
     #[arg(long, env = "SAMPLE_APP_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=120))]
@@ -109,6 +120,10 @@ pub struct Settings {
     pub pyroscope_url: Option<Url>,
     pub profile_push_interval: Duration,
     pub telemetry_enabled: bool,
+    /// Label CPU samples with their request's span (needs telemetry on).
+    pub span_profiles: bool,
+    /// Heap profiles (needs telemetry on and a binary whose jemalloc has its profiler).
+    pub heap_profiles: bool,
     pub shutdown_timeout: Duration,
     pub check_health: bool,
     pub faults_enabled: bool,
@@ -136,6 +151,8 @@ impl Settings {
             pyroscope_url: cli.pyroscope_server_address,
             profile_push_interval: Duration::from_secs(cli.pyroscope_push_interval_seconds),
             telemetry_enabled: cli.telemetry == "on",
+            span_profiles: cli.span_profiles == "on",
+            heap_profiles: cli.heap_profiles == "on",
             shutdown_timeout: Duration::from_secs(cli.shutdown_timeout_seconds),
             check_health: cli.check_health,
             faults_enabled: cli.faults_enabled,
@@ -182,6 +199,32 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("PYROSCOPE_PUSH_INTERVAL_SECONDS"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn span_and_heap_profiles_are_on_by_default_and_each_switches_off() {
+        let defaults = Settings::from_sources(["sample-app"], |_| None).unwrap();
+        assert!(defaults.span_profiles && defaults.heap_profiles);
+        let args = [
+            "sample-app",
+            "--span-profiles",
+            "off",
+            "--heap-profiles",
+            "off",
+        ];
+        let settings = Settings::from_sources(args, |_| None).unwrap();
+        assert!(!settings.span_profiles && !settings.heap_profiles);
+    }
+
+    #[test]
+    fn an_invalid_profile_switch_names_its_variable() {
+        let env = |k: &str| (k == "SAMPLE_APP_HEAP_PROFILES").then(|| "yes".to_owned());
+        let err =
+            Settings::from_sources(["sample-app", "--heap-profiles", "yes"], env).unwrap_err();
+        assert!(
+            err.to_string().starts_with("SAMPLE_APP_HEAP_PROFILES"),
             "{err:#}"
         );
     }

@@ -1,5 +1,6 @@
 //! Starts the signals that live outside the HTTP app — the global `tracing` subscriber (JSON
-//! logs + OpenTelemetry spans) and the CPU profiler with its Pyroscope uploader — and stops
+//! logs, OpenTelemetry spans, span labels for the CPU sampler) and the profiler (CPU, heap)
+//! with its Pyroscope uploader — and stops
 //! them in order at shutdown: profiles first (the last window is pushed), then traces (the
 //! batch processor flushes the last requests' spans). Logs are written synchronously and need
 //! no flush.
@@ -16,8 +17,9 @@ use tracing_subscriber::{
 use super::{
     BackendHealth,
     logs::JsonLogLayer,
-    profiles::CpuProfiler,
+    profiles::{Profiler, ProfilerSettings},
     pyroscope::{QUEUE_LENGTH, Uploader},
+    span_profiles::SpanProfileLayer,
 };
 use crate::settings::Settings;
 
@@ -25,13 +27,13 @@ use crate::settings::Settings;
 /// (an unreachable backend is reported once by [`BackendHealth`] instead).
 pub fn default_log_filter() -> &'static str {
     "info,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,h2=warn,hyper=warn,\
-     hyper_util=warn,tonic=warn,tower=warn,reqwest=warn,pprof=warn"
+     hyper_util=warn,tonic=warn,tower=warn,reqwest=warn,jemalloc_pprof=warn"
 }
 
 /// Keeps the telemetry pipelines alive; call [`TelemetryGuard::shutdown`] before exit.
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
-    profiler: Option<(CpuProfiler, JoinHandle<()>)>,
+    profiler: Option<(Profiler, JoinHandle<()>)>,
     uploader: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -61,12 +63,19 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
             .with_tracked_inactivity(false)
             .with_filter(filter_fn(|metadata| metadata.is_span()))
     });
+    // Keeps each thread's CPU-sampler slot on the request being polled there.
+    let span_profiles =
+        (settings.telemetry_enabled && settings.span_profiles).then_some(SpanProfileLayer);
     tracing_subscriber::registry()
         .with(filter)
         .with(otel_layer)
+        .with(span_profiles)
         .with(JsonLogLayer::new(std::io::stdout))
         .try_init()
         .context("while installing the global tracing subscriber")?;
+    if span_profiles.is_some() {
+        super::span_profiles::enable();
+    }
 
     let (profiler, uploader) = if settings.telemetry_enabled {
         start_profiling(settings)?
@@ -81,7 +90,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
 }
 
 type Profiling = (
-    Option<(CpuProfiler, JoinHandle<()>)>,
+    Option<(Profiler, JoinHandle<()>)>,
     Option<tokio::task::JoinHandle<()>>,
 );
 
@@ -100,13 +109,21 @@ fn start_profiling(settings: &Settings) -> anyhow::Result<Profiling> {
         }
         None => (None, None),
     };
-    let profiler = CpuProfiler::start(settings.profile_push_interval, sink)?;
+    let profiler = Profiler::start(ProfilerSettings {
+        push_interval: settings.profile_push_interval,
+        sink,
+        heap: settings.heap_profiles,
+    })
+    .with_context(|| match settings.heap_profiles {
+        true => "SAMPLE_APP_HEAP_PROFILES=on",
+        false => "while starting the profiler",
+    })?;
     Ok((Some(profiler), uploader))
 }
 
 impl TelemetryGuard {
-    /// The profiler for `/debug/pprof/profile`, when telemetry is on.
-    pub fn profiler(&self) -> Option<CpuProfiler> {
+    /// The profiler for `/debug/pprof/profile` and `/heap`, when telemetry is on.
+    pub fn profiler(&self) -> Option<Profiler> {
         self.profiler.as_ref().map(|(p, _)| p.clone())
     }
 

@@ -4,6 +4,10 @@
 //! Because all three come from the same span, a metric exemplar, a log line and a trace always
 //! agree on the trace id.
 //!
+//! A sampled server span is also marked for span profiles ([`span_profiles`]): it gets
+//! `pyroscope.profile.id`, CPU samples taken during its work carry its span id, and its final
+//! name is remembered for their `span_name` label.
+//!
 //! Operational routes (probes, scrapes, profile pulls: [`is_operational`]) are only counted in
 //! the metrics: no span, no access line. Methods are normalised ([`RequestMethod`]) so a client
 //! cannot create label values or span names at will.
@@ -17,6 +21,7 @@ use actix_web::{
     middleware::Next,
     web,
 };
+use cpu_sampler::SpanLabels;
 use opentelemetry::trace::TraceContextExt;
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -29,6 +34,7 @@ use super::{
         ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE,
     },
     propagation,
+    span_profiles::{self, SPAN_NAMES},
 };
 
 /// The route template of a resource, attached as resource data so the middleware learns it
@@ -48,11 +54,7 @@ pub async fn observe_request(
     let method = RequestMethod::of(&sent_method);
     let normalised = method.normalised;
     let operational = is_operational(req.path());
-    let span = if operational {
-        Span::none()
-    } else {
-        server_span(&req, method)
-    };
+    let (span, profiled) = request_span(&req, method, operational);
 
     let active = metrics
         .active_requests
@@ -80,6 +82,9 @@ pub async fn observe_request(
     let code = status.as_u16();
     if !operational {
         finish_span(&span, method, route, status, error_type);
+        if let Some(labels) = profiled {
+            SPAN_NAMES.record(labels.span_id, method.span_name_prefix(), route);
+        }
     }
     let route = route.unwrap_or(UNMATCHED_ROUTE);
 
@@ -112,9 +117,8 @@ fn finish_span(
     // child needed its context, the span is built, and tracing-opentelemetry 0.34 then ignores
     // a recorded `otel.name`.
     if let Some(route) = route {
-        span.context()
-            .span()
-            .update_name(format!("{} {route}", method.span_name_prefix()));
+        let name = span_profiles::span_name(method.span_name_prefix(), Some(route));
+        span.context().span().update_name(name);
         span.record("http.route", route);
     }
     let code = status.as_u16();
@@ -126,6 +130,23 @@ fn finish_span(
             error_type.map_or_else(|| code.to_string(), str::to_owned),
         );
     }
+}
+
+/// The request's server span (none for operational routes), marked for span profiles when
+/// they are on and the span is sampled.
+fn request_span(
+    req: &ServiceRequest,
+    method: RequestMethod<'_>,
+    operational: bool,
+) -> (Span, Option<SpanLabels>) {
+    if operational {
+        return (Span::none(), None);
+    }
+    let span = server_span(req, method);
+    let profiled = span_profiles::enabled()
+        .then(|| span_profiles::mark_profiled(&span))
+        .flatten();
+    (span, profiled)
 }
 
 /// The server span, named `METHOD` until routing tells the route.

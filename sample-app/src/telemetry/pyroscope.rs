@@ -1,4 +1,4 @@
-//! Pushes each CPU-profile window to Pyroscope's ingest API as a raw pprof body, labelled with
+//! Pushes each profile window (CPU, and heap when on) to Pyroscope's ingest API as a raw pprof body, labelled with
 //! the service's name and version (`service_name` is the label every Grafana query uses).
 //! Runs as its own task with a bounded queue: a slow or absent Pyroscope drops profiles, never
 //! requests.
@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context, bail};
 use url::Url;
 
-use super::{BackendHealth, profiles::ProfileWindow};
+use super::{
+    BackendHealth,
+    profiles::{ProfileKind, ProfileWindow},
+};
 
 /// Windows that may wait for upload; beyond that the oldest unsent are dropped.
 pub const QUEUE_LENGTH: usize = 8;
@@ -44,9 +47,17 @@ pub fn ingest_url(
                 .max(seconds(window.from) + 1)
                 .to_string(),
         )
-        .append_pair("format", "pprof")
-        .append_pair("spyName", "rust-pprof")
-        .append_pair("sampleRate", &super::profiles::SAMPLING_HZ.to_string());
+        .append_pair("format", "pprof");
+    // The spy name becomes the `pyroscope_spy` label; the sample rate matters for CPU only.
+    match window.kind {
+        ProfileKind::Cpu => url
+            .query_pairs_mut()
+            .append_pair("spyName", "rust-pprof")
+            .append_pair("sampleRate", &super::profiles::SAMPLING_HZ.to_string()),
+        ProfileKind::Heap => url
+            .query_pairs_mut()
+            .append_pair("spyName", "rust-jemalloc"),
+    };
     Ok(url)
 }
 

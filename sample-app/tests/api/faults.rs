@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pprof::protos::{Message, Profile};
-use sample_app::telemetry::profiles::CpuProfiler;
+use sample_app::telemetry::profiles::{Profiler, ProfilerSettings};
 use serde_json::Value;
 
 use crate::helpers::{
@@ -318,7 +318,12 @@ fn share_of_samples_in(profile: &Profile, needle: &str) -> f64 {
 
 #[actix_web::test]
 async fn a_cpu_burn_fault_spends_cpu_in_a_dominant_named_frame_until_cleared() {
-    let (profiler, _thread) = CpuProfiler::start(Duration::from_secs(5), None).unwrap();
+    let (profiler, _thread) = Profiler::start(ProfilerSettings {
+        push_interval: Duration::from_secs(5),
+        sink: None,
+        heap: false,
+    })
+    .unwrap();
     let app = spawn_app_with_profiler(settings_with_faults(&[]), Some(profiler)).await;
     let cpu = |m: &str| sample(m, "process_cpu_seconds_total", &[]).unwrap();
     let pull = |app_url: String| async move {

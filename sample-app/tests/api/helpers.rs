@@ -1,7 +1,7 @@
 //! `spawn_app()`: builds the application on port 0 without installing global telemetry, serves
 //! it on the test's runtime and hands back its address and an HTTP client.
 
-use sample_app::{settings::Settings, startup::Application, telemetry::profiles::CpuProfiler};
+use sample_app::{settings::Settings, startup::Application, telemetry::profiles::Profiler};
 use serde_json::Value;
 
 pub struct TestApp {
@@ -45,7 +45,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
     spawn_app_with_profiler(settings, None).await
 }
 
-pub async fn spawn_app_with_profiler(settings: Settings, profiler: Option<CpuProfiler>) -> TestApp {
+pub async fn spawn_app_with_profiler(settings: Settings, profiler: Option<Profiler>) -> TestApp {
     let app = Application::build(&settings, profiler).expect("the app builds");
     let address = format!("http://{}", app.address());
     actix_web::rt::spawn(app.run_until_stopped());

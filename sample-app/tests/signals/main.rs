@@ -5,10 +5,13 @@
 
 mod correlation;
 mod faults;
+mod heap_profiles;
 mod openmetrics;
 mod operational_noise;
+mod pprof_reading;
 mod profiles;
 mod resilience;
 mod shutdown;
+mod span_profiles;
 mod startup;
 mod support;

@@ -2,19 +2,14 @@
 //! show the CPU-heavy function by name; the pull endpoint's profile is readable by the real
 //! `go tool pprof`.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use pprof::protos::{Message, Profile};
 
-use crate::support::{CaptureServer, RunningApp, client, wait_until};
-
-fn function_names(profile: &Profile) -> Vec<String> {
-    profile
-        .function
-        .iter()
-        .map(|f| profile.string_table[f.name as usize].clone())
-        .collect()
-}
+use crate::{
+    pprof_reading::{function_names, go_tool_pprof},
+    support::{CaptureServer, RunningApp, client, wait_until},
+};
 
 #[test]
 fn pushed_profiles_are_pprof_with_cpu_samples_and_the_service_name_label() {
@@ -36,7 +31,11 @@ fn pushed_profiles_are_pprof_with_cpu_samples_and_the_service_name_label() {
                 .send()
                 .unwrap();
             assert_eq!(response.status(), 200);
-            pyroscope.requests.lock().unwrap().iter().find_map(|push| {
+            let pushes = pyroscope.requests.lock().unwrap().clone();
+            let mut cpu = pushes
+                .into_iter()
+                .filter(|p| p.target.contains("spyName=rust-pprof"));
+            cpu.find_map(|push| {
                 let profile =
                     Profile::decode(push.body.as_slice()).expect("a pushed body that is pprof");
                 function_names(&profile)
@@ -108,21 +107,7 @@ fn the_pull_endpoint_serves_a_profile_that_go_tool_pprof_reads() {
     }
     let body = puller.join().unwrap();
 
-    let file = std::env::temp_dir().join(format!("sample-app-pull-{}.pb", std::process::id()));
-    std::fs::write(&file, &body).unwrap();
-    let output = Command::new("go")
-        .args(["tool", "pprof", "-top", "-nodecount=200"])
-        .arg(&file)
-        .env("GOPROXY", "off")
-        .output()
-        .expect("`go` is installed (scripts/test installs golang-go)");
-    let _ = std::fs::remove_file(&file);
-    let top = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "go tool pprof failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let top = go_tool_pprof(&["-top", "-nodecount=200"], &body);
     assert!(
         top.contains("burn_cpu"),
         "burn_cpu not in the profile:\n{top}"

@@ -27,3 +27,17 @@ fn an_invalid_setting_stops_start_up_naming_the_setting() {
         );
     }
 }
+
+#[test]
+fn heap_profiles_without_jemallocs_profiler_stop_start_up_naming_the_setting() {
+    // `prof:false` at run time: the binary's jemalloc then has no profiler to switch on.
+    let output = Command::new(env!("CARGO_BIN_EXE_sample-app"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("_RJEM_MALLOC_CONF", "prof:false")
+        .env("OTEL_TRACES_EXPORTER", "none")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "started without a heap profiler");
+    assert!(stderr.contains("SAMPLE_APP_HEAP_PROFILES"), "{stderr}");
+}

@@ -1,0 +1,251 @@
+//! Span profiles: which request each CPU sample belongs to.
+//!
+//! The middleware marks every sampled server span — the local root of a request — with
+//! [`mark_profiled`]: the span gets the attribute `pyroscope.profile.id` (its own span id, the
+//! attribute Grafana looks for to draw "Profiles for this span") and a [`ProfileTarget`] in its
+//! `tracing` extensions. Spans created inside it inherit the target, including ones entered on
+//! other threads (the `/generate-load` burn runs on a blocking thread).
+//!
+//! [`SpanProfileLayer`] then keeps each thread's sampler slot ([`cpu_sampler::set_thread_span`])
+//! equal to the target of the span being *entered* on that thread: set on enter, restored to
+//! the still-entered outer span (or none) on exit. Actix polls many requests on one worker
+//! thread, but every poll enters its own request's span, so a sample is attributed to the
+//! request whose code was running at that instant.
+//!
+//! The span's name (`GET /generate-load`) becomes the `span_name` sample label. It is known
+//! only when the request ends, and samples are encoded later still, so names wait in
+//! [`SpanNames`], a fixed-size, lock-free table indexed by span id (a late lookup may miss
+//! under very high request rates; such samples keep their `span_id` and `trace_id`).
+
+use std::{
+    cell::RefCell,
+    sync::{
+        LazyLock, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use cpu_sampler::{SpanLabels, set_thread_span, thread_span};
+use opentelemetry::{KeyValue, trace::TraceContextExt};
+use tracing::{Span, Subscriber, span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Switches span profiles on for the process (with the layer installed by telemetry init).
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether server spans are marked for span profiles.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// The span attribute Grafana's trace-to-profiles link needs (value: the span id, 16 hex).
+pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
+
+/// Which request a span's work belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProfileTarget(pub SpanLabels);
+
+/// Marks `span` (a server span) as the target of the CPU samples taken during its work, and
+/// records `pyroscope.profile.id` on it. Only sampled spans are marked: an unexported span has
+/// no trace to link from. Returns the labels, or `None` when the span is not sampled.
+pub fn mark_profiled(span: &Span) -> Option<SpanLabels> {
+    let context = span.context();
+    let otel_span = context.span();
+    let sc = otel_span.span_context();
+    if !sc.is_valid() || !sc.is_sampled() {
+        return None;
+    }
+    let labels = SpanLabels {
+        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
+        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
+    };
+    // Straight onto the OpenTelemetry span: `span.record` would run every layer's `on_record`.
+    otel_span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex16(labels.span_id)));
+    span.with_subscriber(|(id, dispatch)| {
+        if let Some(registry) = dispatch.downcast_ref::<Registry>()
+            && let Some(data) = registry.span(id)
+        {
+            data.extensions_mut().insert(ProfileTarget(labels));
+        }
+    });
+    Some(labels)
+}
+
+/// `u64` as 16 lowercase hex digits (the W3C span id form), without `format!`'s machinery.
+pub fn hex16(value: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| DIGITS[(value >> (i * 4)) as usize & 0xF] as char)
+        .collect()
+}
+
+thread_local! {
+    /// The slot values that `on_enter` replaced on this thread, restored by `on_exit` (spans
+    /// are entered and exited in nested order on a thread).
+    static REPLACED: RefCell<Vec<Option<SpanLabels>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Keeps each thread's sampler slot on the request whose span is entered there.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpanProfileLayer;
+
+fn target_of<'a, S: LookupSpan<'a>>(
+    span: &tracing_subscriber::registry::SpanRef<'a, S>,
+) -> Option<SpanLabels> {
+    span.extensions().get::<ProfileTarget>().map(|t| t.0)
+}
+
+impl<S> Layer<S> for SpanProfileLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, _attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let inherited = span.parent().and_then(|parent| target_of(&parent));
+        if let Some(labels) = inherited {
+            span.extensions_mut().insert(ProfileTarget(labels));
+        }
+    }
+
+    fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
+        let target = ctx.span(id).and_then(|span| target_of(&span));
+        REPLACED.with(|replaced| replaced.borrow_mut().push(thread_span()));
+        set_thread_span(target);
+    }
+
+    fn on_exit(&self, _id: &span::Id, _ctx: Context<'_, S>) {
+        // Back to the span whose work resumes on this thread (or none, between two polls).
+        let previous = REPLACED
+            .with(|replaced| replaced.borrow_mut().pop())
+            .flatten();
+        set_thread_span(previous);
+    }
+}
+
+/// Slots in the name table: at a few thousand requests per second a name survives several
+/// push windows; beyond that, late lookups start to miss.
+const NAME_SLOTS: usize = 1 << 16;
+/// Distinct span names kept (route templates × methods, so a few dozen in practice).
+const MAX_NAMES: usize = 1024;
+
+/// Span id → span name, for the `span_name` sample label: a direct-mapped table of
+/// `span id (high 48 bits) | name index (low 16 bits)` words, plus the interned names. Names
+/// are interned by their two static parts (method prefix, route template), compared by
+/// address, so recording one costs no allocation and no string comparison.
+pub struct SpanNames {
+    slots: Box<[AtomicU64]>,
+    names: RwLock<Vec<(NameKey, String)>>,
+}
+
+type NameKey = (usize, usize);
+
+fn name_key(prefix: &'static str, route: Option<&'static str>) -> NameKey {
+    (
+        prefix.as_ptr() as usize,
+        route.map_or(0, |r| r.as_ptr() as usize),
+    )
+}
+
+/// A server span's name: `METHOD /route`, or `METHOD` when no route matched.
+pub fn span_name(prefix: &str, route: Option<&str>) -> String {
+    match route {
+        Some(route) => format!("{prefix} {route}"),
+        None => prefix.to_owned(),
+    }
+}
+
+/// The process's table (the middleware writes it, the profiler thread reads it).
+pub static SPAN_NAMES: LazyLock<SpanNames> = LazyLock::new(SpanNames::new);
+
+impl Default for SpanNames {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SpanNames {
+    pub fn new() -> Self {
+        Self {
+            slots: (0..NAME_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            names: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn word(span_id: u64, index: usize) -> u64 {
+        (span_id & !0xFFFF) | (index as u64 + 1)
+    }
+
+    /// Remembers the name of a finished span (see [`span_name`]).
+    pub fn record(&self, span_id: u64, prefix: &'static str, route: Option<&'static str>) {
+        let Some(index) = self.intern(prefix, route) else {
+            return;
+        };
+        self.slots[span_id as usize % NAME_SLOTS]
+            .store(Self::word(span_id, index), Ordering::Relaxed);
+    }
+
+    fn intern(&self, prefix: &'static str, route: Option<&'static str>) -> Option<usize> {
+        let key = name_key(prefix, route);
+        let known = self.names.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = known.iter().position(|(k, _)| *k == key) {
+            return Some(index);
+        }
+        drop(known);
+        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = names.iter().position(|(k, _)| *k == key) {
+            return Some(index);
+        }
+        (names.len() < MAX_NAMES).then(|| {
+            names.push((key, span_name(prefix, route)));
+            names.len() - 1
+        })
+    }
+
+    /// The name of `span_id`, if it finished recently enough to still be in the table.
+    pub fn get(&self, span_id: u64) -> Option<String> {
+        let word = self.slots[span_id as usize % NAME_SLOTS].load(Ordering::Relaxed);
+        if word == 0 || word & !0xFFFF != span_id & !0xFFFF {
+            return None;
+        }
+        let index = (word & 0xFFFF) as usize - 1;
+        self.names
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(index)
+            .map(|(_, name)| name.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_name_is_found_by_its_span_id_and_a_different_span_misses() {
+        const ROUTE: &str = "/generate-load";
+        let names = SpanNames::new();
+        names.record(0x00f0_67aa_0ba9_02b7, "GET", Some(ROUTE));
+        assert_eq!(
+            names.get(0x00f0_67aa_0ba9_02b7).as_deref(),
+            Some("GET /generate-load")
+        );
+        // Same slot (same low 16 bits), another span: not mistaken for the first.
+        assert_eq!(names.get(0x1111_67aa_0ba9_02b7), None);
+        names.record(0x1234, "GET", Some(ROUTE));
+        names.record(0x1235, "GET", None);
+        assert_eq!(names.names.read().unwrap().len(), 2);
+        assert_eq!(names.get(0x1235).as_deref(), Some("GET"));
+    }
+
+    #[test]
+    fn span_ids_are_written_as_sixteen_hex_digits() {
+        assert_eq!(hex16(0x00f0_67aa_0ba9_02b7), "00f067aa0ba902b7");
+        assert_eq!(hex16(u64::MAX), format!("{:016x}", u64::MAX));
+    }
+}
