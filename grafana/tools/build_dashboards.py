@@ -15,6 +15,8 @@ LOKI = {"type": "loki", "uid": "loki"}
 TEMPO = {"type": "tempo", "uid": "tempo"}
 PYRO = {"type": "grafana-pyroscope-datasource", "uid": "pyroscope"}
 CPU = "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+# The jemalloc heap profile the services push next to CPU (docs/contracts.md, "Profiles").
+MEMORY_INUSE = "memory:inuse_space:bytes:space:bytes"
 
 
 class Layout:
@@ -78,10 +80,10 @@ def service_graph(lay, title, description, w=12, h=10):
             "targets": [{"refId": "A", "datasource": TEMPO, "queryType": "serviceMap"}], "options": {}}
 
 
-def flamegraph(lay, title, description, selector, w=12, h=12):
+def flamegraph(lay, title, description, selector, w=12, h=12, profile_type=CPU):
     pos, pid = lay.place(w, h)
     return {"id": pid, "type": "flamegraph", "title": title, "description": description, "gridPos": pos, "datasource": PYRO,
-            "targets": [{"refId": "A", "datasource": PYRO, "queryType": "profile", "profileTypeId": CPU, "labelSelector": selector, "groupBy": []}]}
+            "targets": [{"refId": "A", "datasource": PYRO, "queryType": "profile", "profileTypeId": profile_type, "labelSelector": selector, "groupBy": []}]}
 
 
 def alert_list(lay, title, description, w=12, h=8):
@@ -142,7 +144,9 @@ def overview():
         logs(lay, "Recent error logs", "Error-level lines of the selected service. Expand one and follow trace_id to its trace.", '{service_name="$service", level="error"}'),
         traces(lay, "Slow and failed traces", "Traces of the selected service that failed or took longer than 500 ms (TraceQL). Click a trace ID to open it.",
                '{ resource.service.name = "$service" && (status = error || duration > 500ms) }'),
-        flamegraph(lay, "CPU flame graph", "Where the selected service spent CPU time in the time range (Pyroscope). A fault burning CPU shows as inject_cpu_burn.", '{service_name="$service"}', w=24),
+        flamegraph(lay, "CPU flame graph", "Where the selected service spent CPU time in the time range (Pyroscope). A fault burning CPU shows as inject_cpu_burn.", '{service_name="$service"}', w=12),
+        flamegraph(lay, "Memory in use (flame graph)", "Who holds heap memory (jemalloc's sampled in-use bytes, Pyroscope): a leak is a frame that keeps growing — leak_memory under the leak fault.",
+                   '{service_name="$service"}', w=12, profile_type=MEMORY_INUSE),
     ]
     return dashboard("four-signal-overview", "Four-signal overview", "Golden signals of a service with its alerts, service graph, error logs, slow traces and CPU profile.",
                      p, [var_service()], [DRILL, SLO])
@@ -170,6 +174,8 @@ def drilldown():
         timeseries(lay, "Memory (resident) and its 1h trend", "Resident memory, and where it will be in an hour at the current trend (predict_linear): a leak is the trend, not the level.",
                    [prom(f'sum by (instance) (process_resident_memory_bytes{{{SVC}, instance=~"$instance"}})', "{{instance}}"),
                     prom(f'sum by (instance) (predict_linear(process_resident_memory_bytes{{{SVC}, instance=~"$instance"}}[10m], 3600))', "{{instance}} in 1h", ref="B")], "bytes", w=8),
+        flamegraph(lay, "Memory in use (flame graph)", "Who holds heap memory (jemalloc's sampled in-use bytes): a leak is a frame that keeps growing (leak_memory under the leak fault). Next to the trend on the left.",
+                   '{service_name="$service"}', w=8, h=8, profile_type=MEMORY_INUSE),
         timeseries(lay, "Open file descriptors", "File descriptors in use (connections, files) against the process limit.",
                    [prom(f'sum by (instance) (process_open_fds{{{SVC}, instance=~"$instance"}})', "{{instance}} open"),
                     prom(f'sum by (instance) (process_max_fds{{{SVC}, instance=~"$instance"}})', "{{instance}} max", ref="B")], "short", w=8),

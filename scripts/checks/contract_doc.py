@@ -54,5 +54,10 @@ def cpu_profile_type() -> str:
     return values()["pyroscope"]["profile_types"]["cpu"]
 
 
+def profile_types() -> set[str]:
+    """Every profile type id the services push (CPU and memory)."""
+    return set(values()["pyroscope"]["profile_types"].values())
+
+
 def services() -> list[str]:
     return list(values()["services"])

@@ -200,8 +200,8 @@ def lint() -> list[str]:
                 traceql.append((f"{file}: {where}", concrete))
             else:
                 profile_type, selector = json.loads(concrete)
-                if profile_type != CPU:
-                    problems.append(f"{file}: {where}: profile type {profile_type} is not the CPU type the app pushes")
+                if profile_type not in contract.profile_types():
+                    problems.append(f"{file}: {where}: profile type {profile_type} is not one the app pushes (docs/contracts.md)")
                 promql.append((f"{file}: {where} (profile selector)", selector))
 
     problems += alert_list_problems(models)
