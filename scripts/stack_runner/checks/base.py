@@ -103,6 +103,13 @@ class Stack:
     incident_reports: list = field(default_factory=list)   # its reports' status counts
     incident_spans: int = 0         # the client spans it exported
 
+    def project(self):
+        """The compose project as the run read it (limits, commands)."""
+        import os
+
+        from ..compose import load
+        return load(self.root, environ=dict(os.environ))
+
     def service(self, name: str) -> dict:
         return self.state["services"][name]
 

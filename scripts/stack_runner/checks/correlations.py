@@ -130,13 +130,24 @@ def service_graph(stack: Stack, prom: Prometheus) -> None:
 
 
 def traces_to_profiles(stack: Stack, config: dict, span: dict) -> None:
+    """The link opens the span's service at `profileTypeId`, selecting the samples labelled with
+    the span's `pyroscope.profile.id`: so a span id the profiles carry must be, in Tempo, a
+    server span whose `pyroscope.profile.id` is that same id."""
     pushes = get_json(f"{stack.url('pyroscope', 4040)}/stand-in/pushes", service_name=span["service"])
     types = {t for p in pushes for t in p["profile_types"]}
     stack.ledger.check(config["profileTypeId"] in types,
                        f"traces → profiles: {span['service']} pushes the linked profile type {config['profileTypeId']}")
-    profile_id = span["attributes"].get("pyroscope.profile.id")
-    if profile_id is None:
-        stack.ledger.skip("traces → profiles for this span", "the span has no pyroscope.profile.id")
+    labelled = {s: t for p in pushes for s, t in p.get("span_traces", {}).items() if t}
+    if not labelled:
+        stack.ledger.fail("traces → profiles: no pushed CPU sample carries a span_id label")
         return
-    labelled = [p for p in pushes if profile_id in p.get("span_ids", {})]
-    stack.ledger.check(bool(labelled), f"traces → profiles: samples labelled span_id={profile_id} were pushed")
+    tempo = Tempo(stack.url("tempo", 3200))
+    for span_id, trace_id in list(labelled.items())[:20]:
+        match = next((s for s in tempo.trace(trace_id) if s["span_id"] == span_id), None)
+        if match:
+            stack.ledger.check(match["attributes"].get("pyroscope.profile.id") == span_id
+                               and match["kind"] == "SPAN_KIND_SERVER",
+                               f"traces → profiles: samples labelled span_id={span_id} belong to the server span "
+                               f"'{match['name']}' of trace {trace_id}, whose pyroscope.profile.id is that id")
+            return
+    stack.ledger.fail(f"traces → profiles: none of {len(labelled)} labelled span ids is a span Tempo has")

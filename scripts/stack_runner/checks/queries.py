@@ -97,9 +97,12 @@ def profile_selector(stack: Stack, query: str) -> tuple[bool, str]:
         return False, "not TYPE{selector}"
     matchers = re.findall(r'(\w+)\s*(=~|!=|=)\s*"([^"]*)"', match.group(2))
     pushes = get_json(f"{stack.url('pyroscope', 4040)}/stand-in/pushes")
-    hits = [p for p in pushes if match.group(1) in p["profile_types"] and all(
-        (op == "=" and p["labels"].get(k) == v) or (op == "!=" and p["labels"].get(k) != v)
-        or (op == "=~" and re.fullmatch(v, p["labels"].get(k, ""))) for k, op, v in matchers)]
+
+    def matches(series: dict) -> bool:   # Prometheus matchers: an absent label is ""
+        return all((op == "=" and series.get(k, "") == v) or (op == "!=" and series.get(k, "") != v)
+                   or (op == "=~" and re.fullmatch(v, series.get(k, ""))) for k, op, v in matchers)
+
+    hits = [p for p in pushes if match.group(1) in p["profile_types"] and any(matches(s) for s in p["series"])]
     return bool(hits), f"{len(hits)} matching pushes"
 
 

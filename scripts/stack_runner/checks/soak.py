@@ -28,6 +28,7 @@ from .base import CheckFailed, Stack, get_json, http, wait_for
 
 RUST_SERVICES = ("sample-app", "sample-app-downstream", "load-gen")
 SAMPLE_EVERY = 10.0
+FLATNESS_AFTER = 300.0    # seconds of soak before a slope means anything
 OPERATIONAL = {"/health", "/ready", "/metrics", "/debug/pprof/profile", "/debug/pprof/heap", "/admin/faults"}
 
 
@@ -134,12 +135,25 @@ def restarts(stack: Stack) -> None:
 
 
 def flat_memory(stack: Stack, memory: dict) -> None:
+    """Flat means the slope over the soak's second half stays under 1 MiB/min; a soak shorter
+    than FLATNESS_AFTER cannot tell warm-up from growth, so it only bounds the peak."""
+    limits = {name: service.mem_limit for name, service in stack.project().services.items()}
     for service, points in memory.items():
-        settled = [p for p in points if p[0] >= 60] or points   # after a minute of warm-up
-        slope = slope_mib_per_minute(settled)
+        if not points:
+            stack.ledger.fail(f"soak: no memory samples of {service}")
+            continue
+        duration = points[-1][0]
+        second_half = [p for p in points if p[0] >= duration / 2]
+        slope = slope_mib_per_minute(second_half)
         low, high = min(m for _, m in points), max(m for _, m in points)
-        stack.ledger.check(slope < 1.0, f"soak: {service} resident memory {low:.1f}–{high:.1f} MiB, slope "
-                                        f"{slope:+.2f} MiB/min over {len(settled)} samples (flat: < 1 MiB/min)")
+        limit = (limits.get(service) or 0) / 2**20
+        summary = f"soak: {service} resident memory {low:.1f}–{high:.1f} MiB, slope {slope:+.2f} MiB/min over the second half"
+        if duration >= FLATNESS_AFTER:
+            stack.ledger.check(slope < 1.0, f"{summary} (flat: < 1 MiB/min)")
+        else:
+            stack.ledger.check(not limit or high < 0.75 * limit,
+                               f"{summary}; peak under 75 % of its {limit:.0f} MiB limit (a {duration:.0f} s soak is too "
+                               f"short to judge the slope)")
 
 
 def spans_arrived(stack: Stack) -> None:

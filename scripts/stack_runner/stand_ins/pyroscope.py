@@ -14,6 +14,7 @@ checks (`/stand-in/pushes`); it answers no profile queries.
 argv: the service's own (`/usr/bin/pyroscope -config.file=/etc/pyroscope/pyroscope.yaml`).
 """
 
+import json
 import re
 import sys
 import threading
@@ -32,6 +33,7 @@ pushes: list[dict] = []
 lock = threading.Lock()
 LABEL_SET = re.compile(r"^(?P<app>[^{}]+)(?:\{(?P<labels>[^{}]*)\})?$")
 SPAN_ID = re.compile(r"[0-9a-f]{16}")
+PER_SAMPLE = {"span_id", "trace_id", "profile_id"}
 
 
 def metric_name(sample_types: list[tuple[str, str]]) -> str:
@@ -79,7 +81,7 @@ def ingest(path, query, body, headers):
     name = metric_name(profile.sample_types)
     period_type, period_unit = profile.period_type
     types = [f"{name}:{t}:{u}:{period_type}:{period_unit}" for t, u in profile.sample_types]
-    label_keys, span_frames = Counter(), {}
+    label_keys, span_frames, span_traces, series = Counter(), {}, {}, set()
     for sample in profile.samples:
         label_keys.update(sample.labels.keys())
         span = sample.labels.get("span_id")
@@ -87,6 +89,11 @@ def ingest(path, query, body, headers):
             if not SPAN_ID.fullmatch(span):
                 raise ValueError(f"sample label span_id={span!r} is not 16 hex digits")
             span_frames.setdefault(span, Counter()).update(set(profile.stack(sample)))
+            span_traces[span] = sample.labels.get("trace_id", "")
+        # Pyroscope keeps span_id and trace_id per sample and makes every other sample label a
+        # series label (pkg/model/pprofsplit/pprof_split.go:37-38, GroupSamplesWithoutLabels).
+        extra = {k: v for k, v in sample.labels.items() if k not in PER_SAMPLE}
+        series.add(json.dumps({**labels, **extra}, sort_keys=True))
     totals = [sum(s.values[i] for s in profile.samples) for i in range(len(types))]
     top = Counter()
     for sample in profile.samples:
@@ -96,6 +103,7 @@ def ingest(path, query, body, headers):
     entry = {"app": app, "labels": labels, "from": start, "until": until, "spy": query.get("spyName", ""),
              "profile_types": types, "totals": totals, "samples": len(profile.samples),
              "sample_label_keys": dict(label_keys), "span_ids": {k: sorted(v) for k, v in span_frames.items()},
+             "span_traces": span_traces, "series": [json.loads(x) for x in sorted(series)],
              "top_leaf_functions": top.most_common(10)}
     with lock:
         pushes.append(entry)
