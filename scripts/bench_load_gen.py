@@ -8,11 +8,13 @@ one run on this shared machine).
 3. Stall experiment: a server that stalls 1 s; load-gen's p99 from the intended send time vs
    from the actual send (what a closed loop sees), and wrk's and oha's p99 on the same stall.
 4. Memory: load-gen's RSS after 10 s and after a long run at a fixed rate.
+5. Client spans: load-gen's CPU per request with its client spans exported over OTLP (to a real
+   receiver that decodes and discards them) vs export off, alternating rounds at a fixed rate.
 
 Target: the sample app (release, telemetry off) on GET /health; the stall server is a small
 asyncio server in this script. Traffic goes to 127.0.0.1 only.
 
-Usage: scripts/bench_load_gen.py [--rounds 3] [--seconds 8] [--long-seconds 60]
+Usage: scripts/bench_load_gen.py [--rounds 3] [--seconds 8] [--long-seconds 60] [--only spans]
 Needs: wrk (Debian), oha (cargo install oha --locked), a release build of both crates.
 """
 
@@ -190,12 +192,52 @@ def memory(url: str, mix: str, long_seconds: int) -> list[str]:
     return [f"\nMemory at 2000 req/s: RSS {at_10:.1f} MiB after 10 s, {at_end:.1f} MiB after {long_seconds} s ({at_end / at_10:.2f}x)"]
 
 
+def cpu_seconds_of(argv: list[str], env: dict) -> tuple[float, dict]:
+    """Runs argv to completion; (its user + system CPU seconds, its JSON report)."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv[0]} exited {proc.returncode}")
+    return usage.ru_utime + usage.ru_stime, json.loads(out)
+
+
+def client_spans(url: str, mix: str, rounds: int, seconds: int) -> list[str]:
+    """CPU per request of load-gen with spans exported vs not (same binary, same rate)."""
+    sink = subprocess.Popen([str(ROOT / ".venv/bin/python"), str(ROOT / "scripts/otlp_sink.py"), "--discard"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    grpc_port = json.loads(sink.stdout.readline())["grpc_port"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    modes = {"spans off": {**base, "OTEL_TRACES_EXPORTER": "none"},
+             "spans on": {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}"}}
+    rate = 3000
+    per_request = {mode: [] for mode in modes}
+    try:
+        for round_number in range(1, rounds + 1):
+            for mode, env in modes.items():
+                cpu, report = cpu_seconds_of([str(LOAD_GEN), "run", "--target", url.rsplit("/", 1)[0], "--rate", str(rate),
+                                              "--duration", f"{seconds}s", "--mix", mix, "--output", "json", "--quiet"], env)
+                per_request[mode].append(cpu / report["total_requests"] * 1e6)
+                print(f"round {round_number} {mode:>9}: {per_request[mode][-1]:.2f} us CPU per request", file=sys.stderr)
+    finally:
+        sink.stdin.close()
+        sink.wait(timeout=30)
+    off, on = (statistics.median(per_request[m]) for m in modes)
+    return [f"\nClient spans: load-gen CPU per request at {rate} req/s, {seconds} s, median of {rounds} alternating rounds\n",
+            "| load-gen | CPU per request | ÷ spans off |", "|---|---:|---:|",
+            f"| spans off (`OTEL_TRACES_EXPORTER=none`) | {off:.2f} µs | 1.00x |",
+            f"| spans on (OTLP gRPC to a real receiver) | {on:.2f} µs | {on / off:.2f}x |",
+            f"\nA client span costs {on - off:.2f} µs of load-gen CPU per request."]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--long-seconds", type=int, default=60)
+    parser.add_argument("--only", choices=["spans"], help="run one section only")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "load-gen", "-p", "sample-app"], cwd=ROOT, check=True)
     oha_bin = shutil.which("oha") or next((str(p) for p in [Path("/tmp/oha/bin/oha")] if p.exists()), None)
@@ -209,7 +251,11 @@ def main() -> int:
     try:
         url = f"http://127.0.0.1:{port}/health"
         wait_ready(url)
-        lines = throughput(args, url, mix, oha_bin) + accuracy(url, mix) + stall(oha_bin) + memory(url, mix, args.long_seconds)
+        if args.only == "spans":
+            lines = client_spans(url, mix, args.rounds, args.seconds)
+        else:
+            lines = (throughput(args, url, mix, oha_bin) + accuracy(url, mix) + stall(oha_bin)
+                     + memory(url, mix, args.long_seconds) + client_spans(url, mix, args.rounds, args.seconds))
     finally:
         app.terminate()
         app.wait(timeout=30)

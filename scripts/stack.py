@@ -115,6 +115,8 @@ def cmd_up(args) -> int:
     state.mkdir(parents=True, exist_ok=True)
     (state / "state.json").unlink(missing_ok=True)
     shutil.rmtree(state / "stopped", ignore_errors=True)
+    # New containers start with new logs (compose's `up` after `down` recreates them).
+    shutil.rmtree(state / "logs", ignore_errors=True)
     (state / "build").write_text(args.build)
     argv = [sys.executable, __file__, "--state", str(state), "_supervise", "--build", args.build]
     if args.time_scale:
