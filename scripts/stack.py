@@ -87,13 +87,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def network_mode() -> str:
-    why = network.namespaces_available()
+def network_mode(asked: str) -> str:
+    why = network.namespaces_available() if asked != "loopback" else "asked for with --network loopback"
     if why is None:
         return "netns"
-    print(f"stack: network namespaces are unavailable ({why}).\n"
-          "stack: this runner needs them (run as root); there is no silent fallback.", file=sys.stderr)
-    raise SystemExit(2)
+    if asked == "netns":
+        print(f"stack: network namespaces are unavailable ({why})", file=sys.stderr)
+        raise SystemExit(2)
+    print(f"stack: WARNING: network namespaces are unavailable ({why}).\n"
+          "stack: WARNING: falling back to the loopback network: each service gets its own 127.x address,\n"
+          "stack: WARNING: and its wildcard listen addresses (0.0.0.0, 127.0.0.1) are rewritten to it in its\n"
+          "stack: WARNING: environment, command, healthcheck and copies of its config files — the stack does\n"
+          "stack: WARNING: NOT run byte for byte as compose would (scripts/stack_runner/loopback.py).", file=sys.stderr)
+    return "loopback"
 
 
 def cmd_up(args) -> int:
@@ -105,7 +111,7 @@ def cmd_up(args) -> int:
     if current and alive(current.get("supervisor")):
         print(f"stack: already up (supervisor {current['supervisor']}); `scripts/stack.py down` first", file=sys.stderr)
         return 1
-    mode = network_mode()
+    mode = network_mode(args.network)
     try:
         project = load_project()
         build_containers(project, state, args.time_scale, mode, args.build)   # every problem before anything starts
@@ -118,7 +124,7 @@ def cmd_up(args) -> int:
     # New containers start with new logs (compose's `up` after `down` recreates them).
     shutil.rmtree(state / "logs", ignore_errors=True)
     (state / "build").write_text(args.build)
-    argv = [sys.executable, __file__, "--state", str(state), "_supervise", "--build", args.build]
+    argv = [sys.executable, __file__, "--state", str(state), "_supervise", "--build", args.build, "--network", mode]
     if args.time_scale:
         argv += ["--time-scale", str(args.time_scale)]
     with open(state / "supervisor.log", "a") as log:
@@ -148,7 +154,7 @@ def cmd_supervise(args) -> int:
     from stack_runner.supervisor import Supervisor
 
     project = load_project()
-    containers, net = build_containers(project, args.state, args.time_scale, "netns", args.build)
+    containers, net = build_containers(project, args.state, args.time_scale, args.network, args.build)
     return Supervisor(project, containers, net, args.state).run_forever()
 
 
@@ -242,7 +248,7 @@ def cmd_run(args) -> int:
     program = programs.program_for(project, service, facts, sys.executable, build)
     name = f"{args.service}-run-{os.getpid()}"
     service = dataclasses.replace(service, name=name)
-    net = network.Network([*current["services"], name], network.RunIdentity.of(args.state))
+    net = network.Network([*current["services"], name], network.RunIdentity.of(args.state), current["network"])
     container = Container(project, service, facts, program, net, args.state, [])
     container.dir = args.state / "containers" / name
     if container.cgroup:
@@ -296,6 +302,8 @@ def main() -> int:
         p = sub.add_parser(name)
         p.add_argument("--time-scale", type=float, default=None,
                        help="append --time-scale X to load-gen scenario commands (the one deviation from compose)")
+        p.add_argument("--network", choices=["auto", "netns", "loopback"], default="auto",
+                       help="network namespaces (auto: when available), or the loopback fallback")
         p.add_argument("--build", choices=["release", "debug"], default="release",
                        help="which cargo build of this workspace runs (the images hold the release build)")
         if name == "test":

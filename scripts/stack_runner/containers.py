@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import loopback
 from .compose import Project, Service
 from .images import ImageFacts
 from .network import Network
@@ -89,6 +90,11 @@ class Container:
         self.network, self.state = network, state
         self.hostname = secrets.token_hex(6)      # Docker's short container id
         self.argv = [*program.argv, *extra_args]
+        self.loopback = network.mode == "loopback"
+        if self.loopback:
+            address = network.address(service.name)
+            self.argv = [loopback.rewrite(a, address) for a in self.argv]
+            self.argv += [flag.format(ip=address) for flag in facts.loopback_flags]
         self.dir = state / "containers" / service.name
         self.cgroup = MemoryCgroup(network.run.prefix, service.name, service.mem_limit) \
             if MemoryCgroup.available() else None
@@ -102,6 +108,10 @@ class Container:
             # A stand-in's view of what a real one would learn from Docker or its own config.
             env.update({"STACK_RUNNER_SERVICE": self.service.name, "STACK_RUNNER_STATE": str(self.state),
                         "STACK_RUNNER_PROJECT": self.project.name, "PYTHONDONTWRITEBYTECODE": "1"})
+        if self.loopback:
+            address = self.network.address(self.service.name)
+            env = {k: loopback.rewrite(v, address) for k, v in env.items()}
+            env["STACK_RUNNER_BIND"] = address
         return env
 
     def volume_dir(self, name: str) -> Path:
@@ -128,6 +138,13 @@ class Container:
                 self.warnings.append(f"bind source {source} does not exist on this machine: "
                                      f"{volume.target} is an empty directory")
                 source = str(empty)
+            if self.loopback and volume.read_only and Path(source).is_file():
+                copy = loopback.rewrite_file(Path(source), self.dir / "rewritten" / volume.target.strip("/"),
+                                             self.network.address(self.service.name))
+                if copy:
+                    self.warnings.append(f"loopback fallback: {volume.target} is a copy with this service's "
+                                         "address in place of 0.0.0.0 / 127.0.0.1 / localhost")
+                    source = str(copy)
             binds.append({"source": source, "target": volume.target, "read_only": volume.read_only})
         # Parents before children, as Docker mounts them (a volume on /var/lib/grafana must not
         # hide a bind on /var/lib/grafana/dashboards).
@@ -171,7 +188,9 @@ class Container:
         """Runs `argv` inside the running container as its user (`docker exec`); `None` on timeout."""
         if not self.process or self.process.poll() is not None:
             return 1, "container is not running"
-        command = ["nsenter", "-t", str(self.process.pid), "-m", "-u", "-n", "-r", "-w",
+        if self.loopback:
+            argv = [loopback.rewrite(a, self.network.address(self.service.name)) for a in argv]
+        command = ["nsenter", "-t", str(self.process.pid), "-m", "-u", *([] if self.loopback else ["-n"]), "-r", "-w",
                    "-S", str(self.user()["uid"]), "-G", str(self.user()["gid"]), "--", *argv]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,

@@ -35,6 +35,8 @@ class ImageFacts:
     commands: set[str] = field(default_factory=set)
     subcommands: dict[str, list[str]] = field(default_factory=dict)
     flags: dict[str, list[str]] = field(default_factory=dict)
+    # the loopback fallback's flags binding a wildcard default listener to `{ip}`
+    loopback_flags: list[str] = field(default_factory=list)
     # container path → host path: data files COPY'd from the build context
     files: dict[str, str] = field(default_factory=dict)
     # container path → workspace binary name (COPY --from=<builder stage>)
@@ -87,6 +89,7 @@ def upstream_facts(root: Path, image: str) -> ImageFacts:
         commands=set(entry.get("commands", [])) | {entry["entrypoint"]},
         subcommands=entry.get("subcommands") or {},
         flags=entry.get("flags") or {},
+        loopback_flags=entry.get("loopback_flags") or [],
         source=entry.get("source", ""),
     )
 

@@ -79,7 +79,9 @@ class Network:
 
     def address(self, service: str) -> str:
         index = self.services.index(service) + 10
-        return f"{self.run.subnet}.{index}" if self.mode == "netns" else f"127.0.1.{index}"
+        if self.mode == "netns":
+            return f"{self.run.subnet}.{index}"
+        return f"127.{self.run.subnet.split('.', 1)[1]}.{index}"   # the loopback fallback
 
     def hosts_file(self, service: str, hostname: str) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
@@ -107,6 +109,8 @@ class Network:
 
     def attach(self, service: str) -> None:
         """One container's namespace on the bridge (also for `stack.py run`'s late containers)."""
+        if self.mode != "netns":
+            return
         namespace, peer, hub = self.namespace(service), f"v{self.services.index(service)}", self.run.hub
         _ip("netns", "add", namespace)
         _ip("-n", namespace, "link", "set", "lo", "up")
@@ -117,6 +121,8 @@ class Network:
         _ip("-n", namespace, "link", "set", "eth0", "up")
 
     def detach(self, service: str) -> None:
+        if self.mode != "netns":
+            return
         _ip("-n", self.run.hub, "link", "del", f"v{self.services.index(service)}", check=False)
         _ip("netns", "del", self.namespace(service), check=False)
 

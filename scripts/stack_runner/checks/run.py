@@ -19,7 +19,9 @@ def summary(stack: Stack) -> str:
     stand_ins = [f"{n} ({s['why']})" for n, s in stack.state["services"].items() if s["program"] == "stand-in"]
     counts = ", ".join(f"{lang} {p}/{t}" for lang, (p, t) in sorted(stack.ledger.counts.items()))
     ledger = stack.ledger
-    return (f"stack: real: {', '.join(real)}; stand-ins: {', '.join(stand_ins)}; queries with data: {counts or 'none'}; "
+    network = "network namespaces" if stack.state.get("network") == "netns" else "LOOPBACK FALLBACK (configs rewritten)"
+    return (f"stack ({network}): real: {', '.join(real)}; stand-ins: {', '.join(stand_ins)}; "
+            f"queries with data: {counts or 'none'}; "
             f"{len(ledger.passed)} passed, {len(ledger.skipped)} skipped, {len(ledger.failed)} failed")
 
 

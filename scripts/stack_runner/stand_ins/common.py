@@ -10,10 +10,16 @@ A stand-in validates what it receives and records it for the checks; it never in
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
+
+
+# Where a stand-in listens when its config says nothing: everywhere, as the real server would —
+# or, in the runner's loopback fallback, only on the address the runner gave the service.
+BIND = os.environ.get("STACK_RUNNER_BIND", "0.0.0.0")
 
 
 class Recorder:
@@ -124,6 +130,6 @@ def flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return values, positional
 
 
-def split_address(text: str, default_host: str = "0.0.0.0") -> tuple[str, int]:
+def split_address(text: str, default_host: str = BIND) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return (host or default_host), int(port)

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from stack_runner import grafana_provisioning  # noqa: E402
-from stack_runner.stand_ins.common import Recorder, serve  # noqa: E402
+from stack_runner.stand_ins.common import BIND, Recorder, serve  # noqa: E402
 
 recorder = Recorder("grafana")
 
@@ -48,7 +48,7 @@ def main() -> None:
     routes = {("GET", "/api/health"): lambda *a: (200, {"database": "ok", "version": "13.2.0 (stand-in)"}),
               ("GET", "/stand-in/datasources"): lambda *a: (200, effective)}
     print(f'{{"stand-in": "grafana", "http_port": {port}, "datasources": {len(effective)}}}', flush=True)
-    serve(("0.0.0.0", port), routes, recorder)
+    serve((BIND, port), routes, recorder)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import yaml  # noqa: E402
 
-from stack_runner.stand_ins.common import Recorder, flags, serve  # noqa: E402
+from stack_runner.stand_ins.common import BIND, Recorder, flags, serve  # noqa: E402
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 FORBIDDEN_LABELS = {"trace_id", "span_id"}
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
               ("POST", "/loki/api/v1/push"): push,
               ("GET", "/stand-in/entries"): list_entries}
     print(f'{{"stand-in": "loki", "http_port": {port}}}', flush=True)
-    serve(("0.0.0.0", port), routes, recorder)
+    serve((BIND, port), routes, recorder)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import yaml  # noqa: E402
 
 from stack_runner.stand_ins import pprof  # noqa: E402
-from stack_runner.stand_ins.common import Recorder, flags, serve  # noqa: E402
+from stack_runner.stand_ins.common import BIND, Recorder, flags, serve  # noqa: E402
 
 recorder = Recorder("pyroscope")
 pushes: list[dict] = []
@@ -125,7 +125,7 @@ def main(argv: list[str]) -> None:
               ("POST", "/ingest"): ingest,
               ("GET", "/stand-in/pushes"): list_pushes}
     print('{"stand-in": "pyroscope", "http_port": 4040}', flush=True)
-    serve(("0.0.0.0", 4040), routes, recorder)
+    serve((BIND, 4040), routes, recorder)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import yaml  # noqa: E402
 from google.protobuf.json_format import Parse  # noqa: E402
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc  # noqa: E402
 
-from stack_runner.stand_ins.common import Recorder, flags, serve, split_address  # noqa: E402
+from stack_runner.stand_ins.common import BIND, Recorder, flags, serve, split_address  # noqa: E402
 
 recorder = Recorder("tempo")
 spans: list[dict] = []
@@ -106,7 +106,7 @@ def main(argv: list[str]) -> None:
         host, port = split_address((protocols["http"] or {}).get("endpoint", "localhost:4318"))
         serve((host, port), {("POST", "/v1/traces"): otlp_http}, recorder, block=False)
     print(json.dumps({"stand-in": "tempo", "http_port": http_port, "receivers": sorted(protocols)}), flush=True)
-    serve(("0.0.0.0", http_port), routes, recorder)
+    serve((BIND, http_port), routes, recorder)
 
 
 if __name__ == "__main__":
