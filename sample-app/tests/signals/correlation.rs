@@ -43,12 +43,7 @@ fn one_request_shares_its_trace_id_across_metrics_logs_and_spans(protocol: &str)
         .send()
         .unwrap();
     assert_eq!(response.status(), 201);
-    let metrics = client()
-        .get(app.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = app.metrics();
 
     // Assert: the exemplar carries the trace id and the server span's id…
     let (exemplar_trace, server_span_id) = exemplar(

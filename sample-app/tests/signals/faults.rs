@@ -70,12 +70,7 @@ fn an_error_fault_marks_the_span_logs_an_error_and_stops_when_cleared() {
         l["trace_id"] == failing && l["level"] == "error" && l["target"] != "access"
     });
     assert_eq!(log["message"], "injected fault: failing the request");
-    let metrics = client()
-        .get(app.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = app.metrics();
     assert!(
         metrics
             .lines()

@@ -28,12 +28,7 @@ fn metrics_parse_as_openmetrics_with_exemplars() {
         .send()
         .unwrap();
     assert_eq!(ok.status(), 404);
-    let text = client()
-        .get(app.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = app.metrics();
 
     let mut parser = Command::new(python())
         .args(["-c", PARSE])

@@ -50,12 +50,7 @@ fn probes_and_scrapes_make_no_span_and_no_access_line_but_are_counted() {
         probe_lines.is_empty(),
         "probes wrote access lines: {probe_lines:?}"
     );
-    let metrics = http
-        .get(app.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = app.metrics();
     assert!(
         metrics.lines().any(
             |l| l.starts_with("http_server_request_duration_seconds_count{")
@@ -96,12 +91,7 @@ fn an_unknown_method_is_other_in_the_span_the_metric_and_the_access_line() {
         (&line["method"], &line["method_original"]),
         (&"_OTHER".into(), &"X1".into())
     );
-    let metrics = client()
-        .get(app.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = app.metrics();
     assert!(metrics.contains("http_request_method=\"_OTHER\",http_route=\"/api/orders/{id}\",http_response_status_code=\"405\""));
     assert!(!metrics.contains("\"X1\""));
 }

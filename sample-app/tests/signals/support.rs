@@ -180,6 +180,15 @@ impl RunningApp {
         format!("{}{path}", self.address)
     }
 
+    /// The `/metrics` text of the running app.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(self.url("/metrics"))
+            .send()
+            .and_then(|r| r.text())
+            .expect("/metrics answers")
+    }
+
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }

@@ -110,6 +110,12 @@ def serve(address: tuple[str, int], routes: dict, recorder: Recorder, block: boo
     return server
 
 
+def selected(items: list[dict], lock: threading.Lock, query: dict, key: str) -> tuple[int, list[dict]]:
+    """A `/stand-in/…` listing: the recorded items whose `key` mapping has every query pair."""
+    with lock:
+        return 200, [i for i in items if all(i[key].get(k) == v for k, v in query.items())]
+
+
 def flags(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """`-a=b`, `--a=b`, `--a b`, `--switch` → ({a: b, switch: "true"}, positional)."""
     values, positional, index = {}, [], 0

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import yaml  # noqa: E402
 
-from stack_runner.stand_ins.common import BIND, Recorder, flags, serve  # noqa: E402
+from stack_runner.stand_ins.common import BIND, Recorder, flags, selected, serve  # noqa: E402
 
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 FORBIDDEN_LABELS = {"trace_id", "span_id"}
@@ -66,9 +66,7 @@ def push(path, query, body, headers):
 
 
 def list_entries(path, query, body, headers):
-    with lock:
-        selected = [e for e in entries if all(e["labels"].get(k) == v for k, v in query.items())]
-    return 200, selected
+    return selected(entries, lock, query, "labels")
 
 
 def main(argv: list[str]) -> None:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import yaml  # noqa: E402
 
 from stack_runner.stand_ins import pprof  # noqa: E402
-from stack_runner.stand_ins.common import BIND, Recorder, flags, serve  # noqa: E402
+from stack_runner.stand_ins.common import BIND, Recorder, flags, selected, serve  # noqa: E402
 
 recorder = Recorder("pyroscope")
 pushes: list[dict] = []
@@ -112,9 +112,7 @@ def ingest(path, query, body, headers):
 
 
 def list_pushes(path, query, body, headers):
-    with lock:
-        selected = [p for p in pushes if all(p["labels"].get(k) == v for k, v in query.items())]
-    return 200, selected
+    return selected(pushes, lock, query, "labels")
 
 
 def main(argv: list[str]) -> None:
