@@ -18,9 +18,11 @@
 //! `cargo fuzz` would need a nightly toolchain, which this project's machines cannot fetch;
 //! the parsers are covered by property tests instead (`tests/properties`).
 
+mod bodies;
 mod floods;
 mod methods;
 mod paths;
 mod raw;
 mod siege;
+mod slow_clients;
 mod target;
