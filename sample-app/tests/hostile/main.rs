@@ -20,6 +20,7 @@
 
 mod bodies;
 mod floods;
+mod headers;
 mod methods;
 mod paths;
 mod raw;
