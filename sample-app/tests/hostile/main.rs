@@ -23,6 +23,7 @@ mod floods;
 mod headers;
 mod methods;
 mod paths;
+mod profile_pulls;
 mod raw;
 mod siege;
 mod slow_clients;
