@@ -7,5 +7,5 @@ mod plan;
 mod state;
 
 pub use inject::{DownstreamFault, apply_faults, inject_cpu_burn};
-pub use plan::{FaultPlan, HeaderFaults, PlanError};
+pub use plan::{FaultPlan, HeaderFaults, INJECTABLE_STATUSES, PlanError};
 pub use state::{FaultCollector, FaultKind, Faults, FaultsView};

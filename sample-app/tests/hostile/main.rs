@@ -28,3 +28,4 @@ mod raw;
 mod siege;
 mod slow_clients;
 mod target;
+mod worst_case;
