@@ -265,12 +265,34 @@ async fn exchange(
         .await
         .map_err(|e| ErrorKind::of_hyper(&e))?;
     let status = response.status();
-    response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| ErrorKind::of_hyper(&e))?;
+    discard_body(response.into_body()).await?;
     Ok((status, sent))
+}
+
+/// Reads an answer's body to its end and drops each frame as it comes: memory stays flat
+/// whatever the server sends (collecting it held a 1 GB answer in memory, whole).
+async fn discard_body(mut body: hyper::body::Incoming) -> Result<(), ErrorKind> {
+    while let Some(frame) = body.frame().await {
+        frame.map_err(|e| ErrorKind::of_hyper(&e))?;
+    }
+    Ok(())
+}
+
+/// The largest answer [`fetch`] reads (Prometheus and admin API answers are a few KiB).
+pub const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Reads a body into memory, refusing one over [`MAX_FETCH_BYTES`].
+async fn read_bounded(mut body: hyper::body::Incoming, url: &str) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            if bytes.len() + data.len() > MAX_FETCH_BYTES {
+                bail!("{url} answered more than {MAX_FETCH_BYTES} bytes");
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    Ok(bytes)
 }
 
 fn build(target: &Target, request: Outgoing) -> Result<Request<Full<Bytes>>, ErrorKind> {
@@ -341,7 +363,7 @@ pub async fn fetch(
             .await
             .with_context(|| format!("while sending to {url}"))?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = read_bounded(response.into_body(), url).await?;
         Ok::<_, anyhow::Error>((status, String::from_utf8_lossy(&bytes).into_owned()))
     };
     tokio::time::timeout(timeout, fut)

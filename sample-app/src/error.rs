@@ -18,6 +18,9 @@ pub enum ApiError {
     PayloadTooLarge { detail: String },
     #[error("{detail}")]
     UnsupportedMediaType { detail: String },
+    /// The client stopped sending a body it announced.
+    #[error("{detail}")]
+    RequestTimeout { detail: String },
     #[error("{detail}")]
     TooManyRequests { detail: String },
     /// A failure injected by the fault plan or an `x-fault-error-status` header.
@@ -61,6 +64,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::RequestTimeout { .. } => "body_timeout",
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Simulated { .. } => "simulated_error",
             Self::Injected { .. } => "fault_injected",
@@ -79,6 +83,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Simulated { status, .. } | Self::Injected { status } => *status,
             Self::BadGateway { .. } => StatusCode::BAD_GATEWAY,

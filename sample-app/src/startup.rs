@@ -137,9 +137,12 @@ fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
                 .route(web::delete().to(admin::delete_faults)),
         );
     }
+    // Faults wrap the route, not the resource: a request the route does not serve (a 405) is
+    // never faulted, so a fault cannot multiply its statuses by every method a client makes
+    // up or misuses.
     let app = |path: &'static str, route: actix_web::Route| {
         debug_assert!(APP_ROUTES.contains(&path), "{path} missing from APP_ROUTES");
-        resource(path).route(route).wrap(from_fn(apply_faults))
+        resource(path).route(route.wrap(from_fn(apply_faults)))
     };
     cfg.service(app("/", get().to(index::index)))
         .service(app("/slow", get().to(demo::slow)))

@@ -2,6 +2,7 @@
 //! behaviour each test chooses, and against the real sample app.
 
 mod errors;
+mod hostile_targets;
 mod open_model;
 mod scenarios;
 mod support;

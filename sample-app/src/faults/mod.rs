@@ -7,5 +7,8 @@ mod plan;
 mod state;
 
 pub use inject::{DownstreamFault, apply_faults, inject_cpu_burn};
-pub use plan::{FaultPlan, HeaderFaults, PlanError};
+pub use plan::{
+    FaultPlan, HeaderFaults, INJECTABLE_STATUSES, MAX_CPU_BURN_MS, MAX_LATENCY_MS, MAX_LEAK_CAP,
+    MAX_LEAK_PER_REQUEST, MAX_TTL_SECONDS, PlanError,
+};
 pub use state::{FaultCollector, FaultKind, Faults, FaultsView};

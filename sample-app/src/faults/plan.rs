@@ -10,6 +10,23 @@ pub const MAX_LEAK_CAP: u64 = 2 * 1024 * 1024 * 1024;
 pub const DEFAULT_LEAK_CAP: u64 = 256 * 1024 * 1024;
 pub const MAX_TTL_SECONDS: u64 = 7 * 24 * 3600;
 
+/// The statuses a fault may answer with: each is a status the service also answers on its
+/// own, so injected errors add no label value to `http_response_status_code`. Any 4xx or 5xx
+/// used to be allowed, and with faults enabled (as in compose) one client sending
+/// `x-fault-error-status: 400…599` on every route and method grew `/metrics` to 273,406
+/// sample lines (40 MB), 27 times Prometheus' `sample_limit` for the job: every scrape would
+/// have failed.
+pub const INJECTABLE_STATUSES: [u16; 7] = [400, 404, 429, 500, 502, 503, 504];
+
+fn injectable(status: u64) -> bool {
+    INJECTABLE_STATUSES.iter().any(|&s| u64::from(s) == status)
+}
+
+fn injectable_message() -> String {
+    let list: Vec<String> = INJECTABLE_STATUSES.iter().map(u16::to_string).collect();
+    format!("must be one of {}", list.join(", "))
+}
+
 /// A set of faults to inject. Absent fields inject nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,7 +34,7 @@ pub struct FaultPlan {
     /// Fraction of requests (0..=1) answered with `error_status` instead of being served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<f64>,
-    /// The status those requests get: a 4xx or 5xx (default 500).
+    /// The status those requests get: one of [`INJECTABLE_STATUSES`] (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_status: Option<u16>,
     /// Added to every request, plus a uniform random `0..=latency_jitter_ms`.
@@ -84,11 +101,11 @@ impl FaultPlan {
         check_rate("error_rate", self.error_rate)?;
         check_rate("downstream_error_rate", self.downstream_error_rate)?;
         if let Some(status) = self.error_status
-            && !(400..=599).contains(&status)
+            && !injectable(status.into())
         {
             return Err(invalid(
                 "error_status",
-                format!("must be a 4xx or 5xx status, got {status}"),
+                format!("{}, got {status}", injectable_message()),
             ));
         }
         check_max("latency_ms", self.latency_ms, MAX_LATENCY_MS)?;
@@ -165,8 +182,8 @@ impl HeaderFaults {
             }
         };
         let error_status = match number(Self::ERROR_STATUS, 599)? {
-            Some(s) if s < 400 => {
-                return Err(invalid(Self::ERROR_STATUS, "must be a 4xx or 5xx status"));
+            Some(s) if !injectable(s) => {
+                return Err(invalid(Self::ERROR_STATUS, injectable_message()));
             }
             s => s.map(|s| s as u16),
         };
@@ -198,6 +215,7 @@ mod tests {
             (r#"{"error_rate": 1.5}"#, "error_rate"),
             (r#"{"error_rate": -0.1}"#, "error_rate"),
             (r#"{"error_status": 200}"#, "error_status"),
+            (r#"{"error_status": 418}"#, "error_status"),
             (r#"{"latency_ms": 600000}"#, "latency_ms"),
             (r#"{"latency_jitter_ms": 600000}"#, "latency_jitter_ms"),
             (r#"{"cpu_burn_ms": 10000}"#, "cpu_burn_ms"),

@@ -1,6 +1,8 @@
-//! Turns actix's extractor failures (bad JSON, wrong types, oversized bodies, bad query strings
-//! or path segments) into the service's JSON errors instead of actix's plain-text ones, and
-//! answers unknown routes and methods the same way.
+//! Turns actix's extractor failures (bad JSON, wrong types, oversized or stalled bodies, bad
+//! query strings or path segments) into the service's JSON errors instead of actix's
+//! plain-text ones, and answers unknown routes and methods the same way.
+
+use std::time::Duration;
 
 use actix_web::{
     FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError,
@@ -17,9 +19,16 @@ use crate::error::ApiError;
 /// Largest JSON body accepted; the order API and fault plans need a few hundred bytes.
 pub const JSON_LIMIT_BYTES: usize = 16 * 1024;
 
+/// How long the whole JSON body may take to arrive once the handler reads it. actix gives a
+/// request head 5 s and then nothing: a client that announced a length (or a chunked body)
+/// and stopped sending held its request, and a connection, for as long as it liked. 5 s is
+/// the same allowance as the head's: 16 KiB in 5 s is a 3 KiB/s link.
+pub const JSON_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A JSON request body whose every error is a JSON answer naming the problem: wrong content
-/// type (415), too large (413, refused before reading when the length is announced), or not
-/// the expected shape (400, naming the field: `quantity: invalid type: string "three"…`).
+/// type (415), too large (413, refused before reading when the length is announced), not
+/// all there within [`JSON_BODY_TIMEOUT`] (408), or not the expected shape (400, naming the
+/// field: `quantity: invalid type: string "three"…`).
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
@@ -49,15 +58,26 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             if announced.is_some_and(|n| n > JSON_LIMIT_BYTES) {
                 return Err(too_large());
             }
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-                if body.len() + chunk.len() > JSON_LIMIT_BYTES {
-                    return Err(too_large());
+            let read = async {
+                let mut body = BytesMut::new();
+                while let Some(chunk) = payload.next().await {
+                    let chunk =
+                        chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+                    if body.len() + chunk.len() > JSON_LIMIT_BYTES {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
                 }
-                body.extend_from_slice(&chunk);
-            }
+                Ok(body)
+            };
+            let body = tokio::time::timeout(JSON_BODY_TIMEOUT, read)
+                .await
+                .map_err(|_| ApiError::RequestTimeout {
+                    detail: format!(
+                        "the body did not arrive within {} s",
+                        JSON_BODY_TIMEOUT.as_secs()
+                    ),
+                })??;
             let mut deserializer = serde_json::Deserializer::from_slice(&body);
             let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
                 let path = e.path().to_string();

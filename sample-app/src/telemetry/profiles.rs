@@ -61,7 +61,7 @@ pub struct ProfileWindow {
     pub pprof: Vec<u8>,
 }
 
-type Reply = oneshot::Sender<Result<ProfileWindow, String>>;
+type Reply = oneshot::Sender<Result<ProfileWindow, PullError>>;
 
 enum Command {
     Pull { window: Duration, reply: Reply },
@@ -143,7 +143,7 @@ impl Profiler {
             Err(TrySendError::Disconnected(_)) => return Err(PullError::Stopped),
         }
         match answer.await {
-            Ok(result) => result.map_err(PullError::Failed),
+            Ok(result) => result,
             Err(_) => Err(PullError::Stopped),
         }
     }
@@ -266,8 +266,8 @@ impl Windows {
                     false
                 }
                 Ok(Command::Heap { reply }) => {
-                    let _ =
-                        reply.send(self.heap_profile(Allocations::SinceStart, SystemTime::now()));
+                    let heap = self.heap_profile(Allocations::SinceStart, SystemTime::now());
+                    let _ = reply.send(heap.map_err(PullError::Failed));
                     false
                 }
                 Err(RecvTimeoutError::Timeout) => false,
@@ -289,7 +289,7 @@ impl Windows {
                 Err(e) => {
                     tracing::warn!(error = %e, "could not start the CPU sampler");
                     for (_, _, reply) in self.pulls.drain(..) {
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(PullError::Failed(e.to_string())));
                     }
                 }
             }
@@ -300,7 +300,9 @@ impl Windows {
 
     fn open_pull(&mut self, window: Duration, reply: Reply) {
         if self.pulls.len() >= MAX_OPEN_PULLS {
-            let _ = reply.send(Err(PullError::Busy.to_string()));
+            // Busy, not failed: the caller gets a 429 to retry, not a 503. (Sent as a string
+            // once, it became `Failed`: an eleventh concurrent pull got a 5xx.)
+            let _ = reply.send(Err(PullError::Busy));
             return;
         }
         self.pulls

@@ -168,11 +168,11 @@ async fn fault_headers_inject_latency_and_errors_into_one_request() {
     let response = app
         .client
         .get(app.url(ORDER))
-        .header("x-fault-error-status", "418")
+        .header("x-fault-error-status", "429")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 418);
+    assert_eq!(response.status(), 429);
     let response = app
         .client
         .get(app.url(ORDER))
