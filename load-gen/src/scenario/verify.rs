@@ -1,5 +1,6 @@
-//! Proves a scenario did what it claims: polls Prometheus's alerts API while the scenario runs,
-//! notes when each alert first became pending or firing, and judges the expectations.
+//! Proves a scenario did what it claims: polls every alert source (Prometheus, Loki's ruler,
+//! Alertmanager: `alert_sources`) while the scenario runs, notes when and where each alert was
+//! first seen pending or firing, and judges the expectations.
 
 use std::{
     collections::BTreeMap,
@@ -7,85 +8,84 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
-use serde::Deserialize;
+use anyhow::Context;
 
-use super::Scenario;
-use crate::client::fetch;
+use super::{
+    Scenario,
+    alert_sources::{Alert, AlertSource},
+};
 
 /// Services whose alerts a scenario is answerable for (`none_firing_at_end`).
 const OUR_SERVICES: [&str; 2] = ["sample-app", "sample-app-downstream"];
 
-#[derive(Deserialize)]
-struct AlertsResponse {
-    status: String,
-    data: AlertsData,
-}
-
-#[derive(Deserialize)]
-struct AlertsData {
-    alerts: Vec<Alert>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Alert {
-    pub labels: BTreeMap<String, String>,
+/// When and where an alert was first seen, and in which state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting {
+    pub at: Duration,
     pub state: String,
+    pub source: &'static str,
 }
 
-impl Alert {
-    pub fn name(&self) -> &str {
-        self.labels.get("alertname").map_or("", String::as_str)
-    }
-}
-
-/// Watches Prometheus's alerts during a scenario.
+/// Watches the alert sources during a scenario.
 pub struct AlertWatch {
-    prometheus: String,
+    sources: Vec<AlertSource>,
     start: Instant,
-    /// Alert name → (first seen offset, state then).
-    seen: Mutex<BTreeMap<String, (Duration, String)>>,
+    /// Alert name → its first sighting.
+    seen: Mutex<BTreeMap<String, Sighting>>,
 }
 
 impl AlertWatch {
-    pub fn new(prometheus: &str, start: Instant) -> Self {
+    pub fn new(sources: Vec<AlertSource>, start: Instant) -> Self {
         Self {
-            prometheus: prometheus.trim_end_matches('/').to_owned(),
+            sources,
             start,
             seen: Mutex::default(),
         }
     }
 
-    /// The alerts active right now (pending or firing).
+    /// The alerts active right now (pending or firing) in every source.
     pub async fn active(&self) -> anyhow::Result<Vec<Alert>> {
-        let url = format!("{}/api/v1/alerts", self.prometheus);
-        let (status, body) = fetch(hyper::Method::GET, &url, None, Duration::from_secs(10)).await?;
-        if !status.is_success() {
-            bail!("{url} answered {status}");
+        let mut all = Vec::new();
+        for source in &self.sources {
+            let alerts = source.active().await.with_context(|| {
+                format!(
+                    "while reading the alerts of {} at {}",
+                    source.name(),
+                    source.base
+                )
+            })?;
+            all.extend(alerts);
         }
-        let parsed: AlertsResponse = serde_json::from_str(&body)
-            .with_context(|| format!("{url} did not answer like a Prometheus alerts API"))?;
-        if parsed.status != "success" {
-            bail!("{url} answered status '{}'", parsed.status);
-        }
-        Ok(parsed.data.alerts)
+        Ok(all)
     }
 
-    /// Polls once and remembers alerts seen for the first time.
+    /// Polls once and remembers alerts seen for the first time: alerts about the sample
+    /// services, or about no service at all. An alert of the same name about another service
+    /// (a backend, a test stream) is not the scenario's doing.
     pub async fn poll(&self) -> anyhow::Result<()> {
         let alerts = self.active().await?;
         let at = self.start.elapsed();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        for alert in alerts {
-            seen.entry(alert.name().to_owned())
-                .or_insert((at, alert.state.clone()));
+        for alert in alerts.into_iter().filter(about_our_services) {
+            seen.entry(alert.name().to_owned()).or_insert(Sighting {
+                at,
+                state: alert.state.clone(),
+                source: alert.source,
+            });
         }
         Ok(())
     }
 
-    pub fn seen(&self) -> BTreeMap<String, (Duration, String)> {
+    pub fn seen(&self) -> BTreeMap<String, Sighting> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+}
+
+fn about_our_services(alert: &Alert) -> bool {
+    alert
+        .labels
+        .get("service")
+        .is_none_or(|s| OUR_SERVICES.contains(&s.as_str()))
 }
 
 /// The judgement on one scenario run.
@@ -98,7 +98,7 @@ pub struct Verdict {
 impl Verdict {
     pub fn judge(
         scenario: &Scenario,
-        seen: &BTreeMap<String, (Duration, String)>,
+        seen: &BTreeMap<String, Sighting>,
         firing_at_end: &[Alert],
     ) -> Self {
         let first_fault = scenario.faults.first().map_or(Duration::ZERO, |f| f.at);
@@ -107,18 +107,22 @@ impl Verdict {
         let mut passed = true;
         for expected in &scenario.expected_alerts {
             match seen.get(expected) {
-                Some((at, state)) if *at <= deadline => {
+                Some(s) if s.at <= deadline => {
                     lines.push(format!(
-                        "PASS  {expected} became {state} {:.0} s into the run",
-                        at.as_secs_f64()
+                        "PASS  {expected} became {} {:.0} s into the run ({})",
+                        s.state,
+                        s.at.as_secs_f64(),
+                        s.source
                     ));
                 }
-                Some((at, state)) => {
+                Some(s) => {
                     passed = false;
                     lines.push(format!(
-                        "FAIL  {expected} became {state} only at {:.0} s (deadline {:.0} s)",
-                        at.as_secs_f64(),
-                        deadline.as_secs_f64()
+                        "FAIL  {expected} became {} only at {:.0} s (deadline {:.0} s; {})",
+                        s.state,
+                        s.at.as_secs_f64(),
+                        deadline.as_secs_f64(),
+                        s.source
                     ));
                 }
                 None => {
@@ -168,6 +172,15 @@ mod tests {
         Alert {
             labels,
             state: state.into(),
+            source: "Prometheus",
+        }
+    }
+
+    fn sighting(secs: u64, state: &str, source: &'static str) -> Sighting {
+        Sighting {
+            at: Duration::from_secs(secs),
+            state: state.into(),
+            source,
         }
     }
 
@@ -175,25 +188,36 @@ mod tests {
     fn an_expected_alert_passes_only_within_its_window_after_the_first_fault() {
         let s = scenario(&["A", "B", "C"], false);
         let seen: BTreeMap<_, _> = [
-            (
-                "A".to_owned(),
-                (Duration::from_secs(39), "pending".to_owned()),
-            ),
-            (
-                "B".to_owned(),
-                (Duration::from_secs(41), "firing".to_owned()),
-            ),
+            ("A".to_owned(), sighting(39, "pending", "Loki ruler")),
+            ("B".to_owned(), sighting(41, "firing", "Prometheus")),
         ]
         .into();
         let v = Verdict::judge(&s, &seen, &[]);
         assert!(!v.passed);
         assert!(
-            v.lines[0].starts_with("PASS  A")
+            v.lines[0] == "PASS  A became pending 39 s into the run (Loki ruler)"
                 && v.lines[1].starts_with("FAIL  B")
                 && v.lines[2].contains("never"),
             "{:?}",
             v.lines
         );
+    }
+
+    #[test]
+    fn only_alerts_about_the_sample_services_or_no_service_are_the_scenarios() {
+        assert!(about_our_services(&alert(
+            "ErrorLogBurst",
+            "sample-app",
+            "pending"
+        )));
+        assert!(!about_our_services(&alert(
+            "ErrorLogBurst",
+            "ruler-check",
+            "pending"
+        )));
+        let mut unlabelled = alert("TempoDroppingSpans", "x", "firing");
+        unlabelled.labels.remove("service");
+        assert!(about_our_services(&unlabelled));
     }
 
     #[test]

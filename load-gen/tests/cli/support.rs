@@ -24,6 +24,8 @@ pub struct Behaviour {
     pub never_answer: bool,
     /// The body of every answer (`{}` by default).
     pub body: Option<&'static str>,
+    /// Bodies by request path, before `body` (a stand-in for an API with several endpoints).
+    pub routes: &'static [(&'static str, &'static str)],
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +52,11 @@ impl TestServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let at = started.elapsed();
+                        let routed = behaviour
+                            .routes
+                            .iter()
+                            .find(|(path, _)| *path == req.uri().path())
+                            .map(|(_, body)| *body);
                         let traceparent = req
                             .headers()
                             .get("traceparent")
@@ -69,7 +76,7 @@ impl TestServer {
                                 wait += to - at;
                             }
                             tokio::time::sleep(wait).await;
-                            let body = behaviour.body.unwrap_or("{}");
+                            let body = routed.or(behaviour.body).unwrap_or("{}");
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                                 body.as_bytes(),
                             ))))
