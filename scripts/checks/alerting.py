@@ -23,7 +23,8 @@ Grafana-managed alerting (grafana/provisioning/alerting/):
   (Slack, Email, PagerDuty) are reached by no route while .env keeps their placeholders;
 - Prometheus and Loki keep managing alerts in Grafana's UI (jsonData.manageAlerts not false).
 Rule metadata (severity, summary, description with the value, runbook, dashboard) of all three
-rulers is checked by contracts.py.
+rulers is checked by contracts.py. `--self-test` applies known drifts to the files, one at a
+time, and fails unless the check catches each.
 """
 
 import re
@@ -218,7 +219,48 @@ def fail_each(messages: list[str]) -> None:
     problems.extend(messages)
 
 
+# Drifts the check must catch: (what, file, text, replacement).
+SELF_TESTS = [
+    ("a key Loki 3.7.6 does not have", "loki/loki.yaml", "  poll_interval: 15s", "  poll_intervall: 15s"),
+    ("the ruler's remote write pointed elsewhere", "loki/loki.yaml", "http://prometheus:9090/api/v1/write", "http://prometheus:9091/api/v1/write"),
+    ("a LogQL alert that does not parse", "loki/rules/fake/log-alerts.yaml", '[2m]), "service"', '[2m], "service"'),
+    ("a Grafana rule without the label the policies route on", "grafana/provisioning/alerting/rules.yaml",
+     "        labels:\n          severity: warning\n", "        labels:\n          team: sre\n"),
+    ("a Grafana rule reading a data source that is not provisioned", "grafana/provisioning/alerting/rules.yaml",
+     "datasourceUid: tempo", "datasourceUid: jaeger"),
+    ("a TraceQL attribute no span carries", "grafana/provisioning/alerting/rules.yaml", "span.http.route)'", "span.http.path)'"),
+    ("a policy routing to a contact point that does not exist", "grafana/provisioning/alerting/policies.yaml",
+     "    receiver: alert-log", "    receiver: alert-logs"),
+    ("a template no contact point can find", "grafana/provisioning/alerting/templates.yaml",
+     'define "four-signal.title"', 'define "four-signal.heading"'),
+]
+
+
+def self_test() -> int:
+    """Each drift of SELF_TESTS, applied to the file, must make the check fail."""
+    missed = []
+    for what, rel, old, new in SELF_TESTS:
+        path = ROOT / rel
+        original = path.read_text()
+        if old not in original:
+            missed.append(f"{what}: {rel} no longer contains {old!r}")
+            continue
+        path.write_text(original.replace(old, new, 1))
+        try:
+            result = subprocess.run([sys.executable, __file__], capture_output=True, text=True)
+        finally:
+            path.write_text(original)
+        if result.returncode == 0:
+            missed.append(f"{what} ({rel}) passed the check")
+    for m in missed:
+        print(f"alerting self-test: MISSED {m}", file=sys.stderr)
+    print(f"alerting self-test: {len(SELF_TESTS) - len(missed)} of {len(SELF_TESTS)} drifts caught")
+    return 1 if missed else 0
+
+
 def main() -> int:
+    if "--self-test" in sys.argv[1:]:
+        return self_test()
     spec = contract.values()["alerting"]
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     config = loki_config()
