@@ -77,7 +77,6 @@ class Pusher(threading.Thread):
         self.loki, self.stop, self.error = loki, threading.Event(), None
         now = time.time_ns()
         self.next_k = (now - BACKFILL_S * 10**9) // STEP_NS
-        self.started_ns = now
 
     def push_until(self, end_ns: int) -> int:
         streams: dict[str, list] = {"error": [], "info": []}
@@ -151,12 +150,14 @@ def known_lines(stack: Stack, loki: str) -> None:
     pushed = pusher.push_until(time.time_ns() + AHEAD_S * 10**9)
     push(loki, {"streams": [{"stream": {"service_name": TEST}, "values": [
         [str(time.time_ns()), "thread 'actix-rt|system:0|arbiter:0' panicked at sample-app/src/ruler_check.rs:1:5:"]]}]})
+    # Evaluations from now on see only full windows of test lines.
+    pushed_ns = time.time_ns()
     start = time.monotonic()
     pusher.start()
     print(f"  ..    pushed {pushed} lines ({BACKFILL_S} s back, {AHEAD_S} s ahead) and one panic message; pushing 8 lines/s per stream")
     try:
         timings = follow_alerts(stack, loki, start)
-        recorded_values(stack, pusher.started_ns, start)
+        recorded_values(stack, pushed_ns, start)
         timings["recorded values read"] = time.monotonic() - start
         notifications_failing(stack, loki, expected["AlertmanagerNotificationsFailing"]["expr"])
     finally:
@@ -226,7 +227,7 @@ def follow_alerts(stack: Stack, loki: str, start: float) -> dict[str, float]:
     return {k: v for k, v in seen.items() if k in steps}
 
 
-def recorded_values(stack: Stack, started_ns: int, start: float) -> None:
+def recorded_values(stack: Stack, pushed_ns: int, start: float) -> None:
     """The recording rules' samples in Prometheus, evaluated over windows full of test lines."""
     prom = Prometheus(stack.url("prometheus", 9090))
     series = {
@@ -239,7 +240,7 @@ def recorded_values(stack: Stack, started_ns: int, start: float) -> None:
         while time.monotonic() - start < DEADLINE_S:
             stamp = prom.value(f"timestamp({selector})")
             # A sample evaluated after the first push: its window held only grid lines.
-            if stamp is not None and stamp * 1e9 > started_ns:
+            if stamp is not None and stamp * 1e9 > pushed_ns:
                 value = prom.value(selector)
                 break
             time.sleep(2)
