@@ -140,7 +140,9 @@ async fn run_inner(
     let start = Instant::now();
     let run = tokio::spawn(execute(plan, run_stop));
     let sources = endpoints.alert_sources();
-    let watch = (!sources.is_empty()).then(|| Arc::new(AlertWatch::new(sources, start)));
+    let first_fault = scenario.faults.first().map_or(Duration::ZERO, |f| f.at);
+    let watch =
+        (!sources.is_empty()).then(|| Arc::new(AlertWatch::new(sources, start, first_fault)));
 
     let timeline = async {
         for step in &scenario.faults {
@@ -191,7 +193,7 @@ async fn run_inner(
                 .active()
                 .await
                 .context("while reading the alerts at the end")?;
-            Some(Verdict::judge(scenario, &w.seen(), &at_end))
+            Some(Verdict::judge(scenario, &w.sightings(), &at_end))
         }
         _ => None,
     };

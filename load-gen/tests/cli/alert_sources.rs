@@ -2,6 +2,8 @@
 //! (pending and firing) and Alertmanager (firing, from every source); an alert no source defines,
 //! or a source that does not answer, is an error before any fault is set.
 
+use std::time::Duration;
+
 use crate::{
     scenarios::{ONE_FAULT, PROMETHEUS_RULES, current_plan, scenario_dir, spawn_sample_app},
     support::{Behaviour, TestServer, load_gen},
@@ -15,9 +17,18 @@ const LOKI_RULER: &[(&str, &str)] = &[
     ),
     (
         "/prometheus/api/v1/alerts",
-        r#"{"status":"success","data":{"alerts":[{"labels":{"alertname":"ErrorLogBurst","service":"sample-app","severity":"warning"},"state":"pending"}]}}"#,
+        r#"{"status":"success","data":{"alerts":[]}}"#,
     ),
 ];
+
+/// A second in, after the run's first poll: the burst the fault causes.
+const LOKI_BURST: (Duration, &[(&str, &str)]) = (
+    Duration::from_secs(1),
+    &[(
+        "/prometheus/api/v1/alerts",
+        r#"{"status":"success","data":{"alerts":[{"labels":{"alertname":"ErrorLogBurst","service":"sample-app","severity":"warning"},"state":"pending"}]}}"#,
+    )],
+);
 
 async fn prometheus_without_log_alerts() -> TestServer {
     TestServer::start(Behaviour {
@@ -61,6 +72,7 @@ async fn a_log_alert_is_verified_through_the_loki_ruler() {
     let prometheus = prometheus_without_log_alerts().await;
     let loki = TestServer::start(Behaviour {
         routes: LOKI_RULER,
+        later: Some(LOKI_BURST),
         ..Default::default()
     })
     .await;
@@ -104,10 +116,14 @@ async fn an_alert_no_source_defines_fails_before_any_fault_is_set() {
 async fn alertmanager_sees_the_firing_alerts_of_every_source() {
     let app = spawn_sample_app();
     let alertmanager = TestServer::start(Behaviour {
-        routes: &[(
-            "/api/v2/alerts",
-            r#"[{"labels":{"alertname":"ServicePanicked","service":"sample-app","severity":"critical"},"status":{"state":"active","silencedBy":[],"inhibitedBy":[]}}]"#,
-        )],
+        routes: &[("/api/v2/alerts", "[]")],
+        later: Some((
+            Duration::from_secs(1),
+            &[(
+                "/api/v2/alerts",
+                r#"[{"labels":{"alertname":"ServicePanicked","service":"sample-app","severity":"critical"},"status":{"state":"active","silencedBy":[],"inhibitedBy":[]}}]"#,
+            )],
+        )),
         ..Default::default()
     })
     .await;
@@ -138,6 +154,26 @@ async fn an_unreachable_alert_source_is_named_in_the_error() {
         stderr.contains(&format!(
             "while listing the alerting rules of Loki ruler at {dead}"
         )),
+        "{stderr}"
+    );
+}
+
+#[actix_web::test]
+async fn an_alert_already_active_when_the_run_starts_does_not_pass() {
+    let app = spawn_sample_app();
+    const ALREADY_ACTIVE: &[(&str, &str)] = &[LOKI_RULER[0], LOKI_BURST.1[0]];
+    let loki = TestServer::start(Behaviour {
+        routes: ALREADY_ACTIVE,
+        ..Default::default()
+    })
+    .await;
+
+    let (code, stderr) = run_expecting("ErrorLogBurst", &app, &[("--loki", &loki.url)]).await;
+
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("FAIL  ErrorLogBurst was already pending")
+            && stderr.contains("not this run's doing"),
         "{stderr}"
     );
 }

@@ -212,9 +212,17 @@ pub(crate) const PROMETHEUS_RULES: &str = r#"{"status":"success","data":{"groups
 #[actix_web::test]
 async fn the_verdict_follows_the_alerts_prometheus_reports() {
     let app = spawn_sample_app();
+    // The alert becomes active a second in: after the run's first poll, as a fault would make it.
     let prometheus = TestServer::start(Behaviour {
-        body: Some(r#"{"status":"success","data":{"alerts":[{"labels":{"alertname":"SampleAppHighErrorRatio","service":"sample-app"},"state":"pending"}]}}"#),
+        body: Some(r#"{"status":"success","data":{"alerts":[]}}"#),
         routes: &[("/api/v1/rules", PROMETHEUS_RULES)],
+        later: Some((
+            Duration::from_secs(1),
+            &[(
+                "/api/v1/alerts",
+                r#"{"status":"success","data":{"alerts":[{"labels":{"alertname":"SampleAppHighErrorRatio","service":"sample-app"},"state":"pending"}]}}"#,
+            )],
+        )),
         ..Default::default()
     })
     .await;

@@ -26,6 +26,9 @@ pub struct Behaviour {
     pub body: Option<&'static str>,
     /// Bodies by request path, before `body` (a stand-in for an API with several endpoints).
     pub routes: &'static [(&'static str, &'static str)],
+    /// Bodies by path for requests arriving this long after the server started, before
+    /// `routes` (an alert that becomes active while a scenario runs).
+    pub later: Option<(Duration, &'static [(&'static str, &'static str)])>,
 }
 
 #[derive(Clone, Debug)]
@@ -52,9 +55,13 @@ impl TestServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let at = started.elapsed();
-                        let routed = behaviour
-                            .routes
+                        let later = behaviour
+                            .later
+                            .filter(|(after, _)| at >= *after)
+                            .map_or(&[][..], |(_, routes)| routes);
+                        let routed = later
                             .iter()
+                            .chain(behaviour.routes)
                             .find(|(path, _)| *path == req.uri().path())
                             .map(|(_, body)| *body);
                         let traceparent = req
