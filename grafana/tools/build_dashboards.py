@@ -8,9 +8,6 @@ from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "dashboards" / "four-signals"
 PROM = {"type": "prometheus", "uid": "prometheus"}
-# The alert list panel alone filters by data source *name* (Grafana 13.2: its editor stores
-# ds.name, and the rules are matched on dataSourceName; public/app/plugins/panel/alertlist/).
-PROM_NAME = "Prometheus"
 LOKI = {"type": "loki", "uid": "loki"}
 TEMPO = {"type": "tempo", "uid": "tempo"}
 PYRO = {"type": "grafana-pyroscope-datasource", "uid": "pyroscope"}
@@ -87,11 +84,15 @@ def flamegraph(lay, title, description, selector, w=12, h=12, profile_type=CPU):
 
 
 def alert_list(lay, title, description, w=12, h=8):
+    """Every rule source Grafana knows: Grafana-managed rules and the rules of each data source
+    that manages alerts (Prometheus, Loki's ruler). Grafana 13.2's alert list fetches them all
+    when `options.datasource` is unset; set, it keeps one source, matched by data source *name*
+    (public/app/plugins/panel/alertlist/UnifiedAlertList.tsx)."""
     pos, pid = lay.place(w, h)
     return {"id": pid, "type": "alertlist", "title": title, "description": description, "gridPos": pos,
             "options": {"viewMode": "list", "groupMode": "default", "maxItems": 20, "sortOrder": 1, "showInstances": True,
                         "stateFilter": {"firing": True, "pending": True, "noData": False, "normal": False, "error": True},
-                        "alertInstanceLabelFilter": "", "datasource": PROM_NAME}}
+                        "alertInstanceLabelFilter": ""}}
 
 
 def var_service(multi=False):
@@ -139,11 +140,19 @@ def overview():
         timeseries(lay, "Latency p50 / p95 / p99 (exemplars on)", "Request duration percentiles. The dots are exemplars: click one and choose View trace to open that request's trace in Tempo.",
                    [prom(f'histogram_quantile({q}, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{SVC}}}[{R}])))', f"p{int(q * 100)}", exemplar=True, ref=r)
                     for q, r in [(0.5, "A"), (0.95, "B"), (0.99, "C")]], "s", w=8, thresholds=[(0.5, "red")]),
-        alert_list(lay, "Active alerts", "Alerts pending or firing in Prometheus. Each has a runbook (docs/runbooks/) and a dashboard link in its annotations."),
+        alert_list(lay, "Active alerts", "Alerts pending or firing, from all three rulers: Prometheus' rules (metrics), Loki's ruler (alerts written in LogQL) and Grafana-managed rules (traces, and conditions over several data sources). Each has a runbook (docs/runbooks/) and a dashboard link in its annotations."),
         service_graph(lay, "Service graph", "Calls between services as Tempo's metrics generator saw them (traces_service_graph_* in Prometheus): request rate and errors on each edge."),
         logs(lay, "Recent error logs", "Error-level lines of the selected service. Expand one and follow trace_id to its trace.", '{service_name="$service", level="error"}'),
         traces(lay, "Slow and failed traces", "Traces of the selected service that failed or took longer than 500 ms (TraceQL). Click a trace ID to open it.",
                '{ resource.service.name = "$service" && (status = error || duration > 500ms) }'),
+        # The same two questions asked of the metrics and of the logs (Loki's recording rules,
+        # loki/rules/fake/log-metrics.yaml, remote-written to Prometheus).
+        timeseries(lay, "Errors: metrics vs logs", "5xx answers per second as the service's histogram counts them, and error-level log lines per second as Loki's ruler counts them (service_level:log_lines:rate1m). The logs run about twice as high: a failed request writes its access line and the line that says why.",
+                   [prom(f'sum(rate(http_server_request_duration_seconds_count{{{SVC}, http_response_status_code=~"5.."}}[{R}])) or vector(0)', "5xx answers/s (metrics)"),
+                    prom(f'sum(service_level:log_lines:rate1m{{{SVC}, level="error"}}) or vector(0)', "error lines/s (logs)", ref="B")], "reqps", w=12),
+        timeseries(lay, "p99 latency: histogram vs access log", "The 99th percentile of request duration two ways: estimated from the histogram's buckets (interpolated inside the bucket it falls in) and computed exactly from the access log's duration_ms by Loki's ruler over one minute (service:log_request_duration_seconds:p99_1m). They agree to within a bucket's width.",
+                   [prom(f'histogram_quantile(0.99, sum by (le) (rate(http_server_request_duration_seconds_bucket{{{SVC}}}[{R}])))', "p99 from the histogram (metrics)"),
+                    prom(f'service:log_request_duration_seconds:p99_1m{{{SVC}}}', "p99 from the access log (logs)", ref="B")], "s", w=12),
         flamegraph(lay, "CPU flame graph", "Where the selected service spent CPU time in the time range (Pyroscope). A fault burning CPU shows as inject_cpu_burn.", '{service_name="$service"}', w=12),
         flamegraph(lay, "Memory in use (flame graph)", "Who holds heap memory (jemalloc's sampled in-use bytes, Pyroscope): a leak is a frame that keeps growing — leak_memory under the leak fault.",
                    '{service_name="$service"}', w=12, profile_type=MEMORY_INUSE),

@@ -1,7 +1,9 @@
 //! `load-gen alert-log`: an Alertmanager webhook receiver that works offline. Every alert of
 //! every notification becomes one JSON line on stdout (level from severity, the receiver from
-//! the path `/notify/<receiver>`), so Alloy ships notifications to Loki and the workshop sees
-//! them in Grafana next to the logs of the incident that caused them.
+//! the path `/notify/<receiver>`, the rule's source link), so Alloy ships notifications to Loki
+//! and the workshop sees them in Grafana next to the logs of the incident that caused them.
+//! Grafana's webhook contact point sends the same payload (version 1, a superset of
+//! Alertmanager's version 4): its notifications arrive under `/notify/grafana`.
 
 use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr};
 
@@ -31,6 +33,9 @@ pub struct Alert {
     pub annotations: BTreeMap<String, String>,
     #[serde(rename = "startsAt", default)]
     pub starts_at: String,
+    /// The rule's source link: Prometheus' graph, or Explore for Loki's ruler and Grafana.
+    #[serde(rename = "generatorURL", default)]
+    pub generator_url: String,
 }
 
 /// The log lines for one notification received by `receiver`.
@@ -62,6 +67,7 @@ pub fn log_lines(receiver: &str, notification: &Notification) -> Vec<String> {
                 "description": note("description"),
                 "runbook_url": note("runbook_url"),
                 "starts_at": alert.starts_at,
+                "generator_url": alert.generator_url,
             })
             .to_string()
         })
@@ -139,7 +145,8 @@ mod tests {
     fn each_alert_becomes_one_line_with_a_level_from_its_severity() {
         let payload = r#"{"status":"firing","alerts":[
             {"status":"firing","labels":{"alertname":"SampleAppDown","severity":"critical","service":"sample-app"},
-             "annotations":{"summary":"sample-app is down","runbook_url":"docs/runbooks/SampleAppDown.md"},"startsAt":"2026-11-21T00:00:00Z"},
+             "annotations":{"summary":"sample-app is down","runbook_url":"docs/runbooks/SampleAppDown.md"},"startsAt":"2026-11-21T00:00:00Z",
+             "generatorURL":"http://localhost:3000/explore?left=%7B%7D"},
             {"status":"resolved","labels":{"alertname":"SampleAppHighErrorRatio","severity":"warning"},"annotations":{}}]}"#;
         let lines = log_lines("page", &serde_json::from_str(payload).unwrap());
         let first: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
@@ -150,6 +157,10 @@ mod tests {
         assert_eq!(
             first["message"],
             "[FIRING] SampleAppDown: sample-app is down"
+        );
+        assert_eq!(
+            first["generator_url"],
+            "http://localhost:3000/explore?left=%7B%7D"
         );
         let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
         assert_eq!(second["level"], "info", "a resolved alert is good news");

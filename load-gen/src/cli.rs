@@ -50,7 +50,8 @@ pub enum Command {
 pub enum ScenarioCommand {
     /// List the scenarios in the scenario directory.
     List(ScenarioDir),
-    /// Run one scenario; with --prometheus, verify its alerts and exit non-zero if they fail.
+    /// Run one scenario; with --prometheus, --loki or --alertmanager, verify its alerts and exit
+    /// non-zero if they fail.
     Run(Box<ScenarioRunArgs>),
 }
 
@@ -77,9 +78,15 @@ pub struct ScenarioRunArgs {
     /// The downstream service, for faults with `service = "downstream"`.
     #[arg(long, env = "LOADGEN_DOWNSTREAM")]
     pub downstream: Option<String>,
-    /// Prometheus to verify the expected alerts against.
+    /// Prometheus to verify the expected alerts against (its rules API).
     #[arg(long, env = "LOADGEN_PROMETHEUS")]
     pub prometheus: Option<String>,
+    /// Loki, whose ruler evaluates the log alerts (its Prometheus-compatible rules API).
+    #[arg(long, env = "LOADGEN_LOKI")]
+    pub loki: Option<String>,
+    /// Alertmanager: sees the firing alerts of every source that sends to it.
+    #[arg(long, env = "LOADGEN_ALERTMANAGER")]
+    pub alertmanager: Option<String>,
     /// Grafana, to print links to the evidence.
     #[arg(long, env = "LOADGEN_GRAFANA")]
     pub grafana: Option<String>,

@@ -4,9 +4,11 @@ source is docs/contracts.md (read by contract_doc.py); each check fails naming t
 drift. Run by scripts/test.
 
 Checks so far:
-- every alert has severity, summary, description, a runbook_url to an existing
-  docs/runbooks/<alert>.md, and a dashboard_url;
-- every alert a load-gen scenario expects exists in prometheus/rules;
+- every alert of the three rulers (Prometheus, Loki's ruler, Grafana-managed) has a severity,
+  summary, description with its value, a runbook_url to an existing docs/runbooks/<alert>.md,
+  and a dashboard_url;
+- every alert a load-gen scenario expects exists in Prometheus' or Loki's rules (load-gen
+  watches those two, and Alertmanager);
 - a memory-leak scenario's cap plus the headroom in docs/contracts.md fits its container's limit;
 - the SLO objectives in slo.yml are the ones the burn-rate alerts use;
 - prometheus/tests/alerts_test.yml is what its generator writes today;
@@ -41,24 +43,36 @@ def fail(message: str) -> None:
 
 
 def alerts() -> dict:
+    """Every alert of the three rulers: Prometheus (prometheus/rules), Loki's ruler
+    (loki/rules/<tenant>) and Grafana (grafana/provisioning/alerting, by title), as
+    name → (file, rule) with the rule's query text under `expr`."""
     rules = {}
-    for path in sorted((ROOT / "prometheus/rules").glob("*.yml")):
+    files = [*sorted((ROOT / "prometheus/rules").glob("*.yml")), *sorted((ROOT / "loki/rules").glob("*/*.yaml"))]
+    for path in files:
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 if "alert" in rule:
-                    rules[rule["alert"]] = (path.name, rule)
+                    rules[rule["alert"]] = (str(path.relative_to(ROOT)), rule)
+    for path in sorted((ROOT / "grafana/provisioning/alerting").glob("*.yaml")):
+        for group in yaml.safe_load(path.read_text()).get("groups") or []:
+            for rule in group["rules"]:
+                queries = " ".join(str(q["model"].get("expr") or q["model"].get("query") or q["model"].get("expression", ""))
+                                   for q in rule["data"])
+                rules[rule["title"]] = (str(path.relative_to(ROOT)), {**rule, "expr": queries})
     return rules
 
 
 def check_alert_metadata(rules: dict) -> None:
+    severities = set(contract.values()["alerting"]["severities"])
     for name, (file, rule) in rules.items():
-        where = f"prometheus/rules/{file}: {name}"
-        if rule.get("labels", {}).get("severity") not in {"critical", "warning", "info"}:
-            fail(f"{where}: severity must be critical, warning or info")
+        where = f"{file}: {name}"
+        if (rule.get("labels") or {}).get("severity") not in severities:
+            fail(f"{where}: severity must be one of {sorted(severities)}")
         notes = rule.get("annotations", {})
         for key in ("summary", "description", "runbook_url", "dashboard_url"):
             if not notes.get(key):
                 fail(f"{where}: no {key}")
+        # Prometheus and Loki template {{ $value }}; Grafana {{ $values.<refId>... }}.
         if "$value" not in notes.get("summary", "") + notes.get("description", "") and "absent(" not in rule["expr"] and "== 0" not in rule["expr"]:
             fail(f"{where}: summary/description do not show the value")
         runbook = notes.get("runbook_url", "")
@@ -77,6 +91,8 @@ def check_scenarios(rules: dict) -> None:
         for alert in expected:
             if alert not in rules:
                 fail(f"{path.relative_to(ROOT)}: expects alert {alert!r}, which no rule defines")
+            elif rules[alert][0].startswith("grafana/"):
+                fail(f"{path.relative_to(ROOT)}: expects {alert!r}, a Grafana-managed alert, which load-gen cannot watch")
 
 
 def mebibytes(limit: str) -> float:
@@ -175,7 +191,8 @@ def referenced_addresses() -> list[tuple[str, str, int]]:
     """(file, host, port) of every http://host:port and host:port target in the stack's configs."""
     found = []
     files = ["docker-compose.yml", "prometheus/prometheus.yml", "alertmanager/alertmanager.yml", "tempo/tempo.yaml",
-             "alloy/config.alloy", "grafana/provisioning/datasources/datasources.yaml"]
+             "alloy/config.alloy", "grafana/provisioning/datasources/datasources.yaml", "loki/loki.yaml",
+             *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "grafana/provisioning/alerting").glob("*.yaml")))]
     for file in files:
         text = "\n".join(l for l in (ROOT / file).read_text().splitlines() if not l.lstrip().startswith(("#", "//")))
         for host, port in re.findall(r"https?://([a-z][a-z0-9-]*):(\d+)", text):

@@ -9,8 +9,8 @@
 - every metric a PromQL query reads is in prometheus/metric-catalog.yml or a recording rule;
 - every dashboard link points at an existing dashboard uid; every panel has a description,
   every graph a unit;
-- an alert list's data source filter is a provisioned data source *name* (the panel compares
-  names, not UIDs);
+- an alert list shows every rule source, or its data source filter is a provisioned data
+  source *name* (the panel compares names, not UIDs) that its description names;
 - the Tempo datasource's traces-to-metrics queries parse and read known metrics, like panels;
 - an error ratio (5xx series over all) defaults its numerator to 0 (`or vector(0)`, or
   `or <all> * 0` when grouped), so a
@@ -102,13 +102,23 @@ def panel_promql(rate_interval: str = "5m") -> list[tuple[str, str, str]]:
     return out
 
 
-def known_metrics() -> set[str]:
-    catalog = yaml.safe_load((ROOT / "prometheus/metric-catalog.yml").read_text())
-    names = {m for section in catalog.values() for m in section}
-    for path in (ROOT / "prometheus/rules").glob("*.yml"):
+def recorded(rules_dir: Path, pattern: str) -> set[str]:
+    names = set()
+    for path in rules_dir.glob(pattern):
         for group in yaml.safe_load(path.read_text())["groups"]:
             names |= {r["record"] for r in group["rules"] if "record" in r}
     return names
+
+
+def loki_recorded_metrics() -> set[str]:
+    """Metrics Loki's ruler records from logs and remote-writes to Prometheus (loki/rules/)."""
+    return recorded(ROOT / "loki/rules", "*/*.yaml")
+
+
+def known_metrics() -> set[str]:
+    catalog = yaml.safe_load((ROOT / "prometheus/metric-catalog.yml").read_text())
+    names = {m for section in catalog.values() for m in section}
+    return names | recorded(ROOT / "prometheus/rules", "*.yml") | loki_recorded_metrics()
 
 
 def parse_promql(exprs: list[str]) -> list[dict]:
@@ -161,9 +171,11 @@ def lint() -> list[str]:
             (ROOT / f).write_text(text)
             problems.append(f"{f}: stale; run grafana/tools/build_dashboards.py and commit")
 
-    # Alerts link to dashboards that exist.
-    for path in (ROOT / "prometheus/rules").glob("*.yml"):
-        for m in re.finditer(r"dashboard_url: \"http://localhost:3000/d/([\w-]+)", path.read_text()):
+    # Alerts of every ruler link to dashboards that exist.
+    rule_files = [*(ROOT / "prometheus/rules").glob("*.yml"), *(ROOT / "loki/rules").glob("*/*.yaml"),
+                  *(ROOT / "grafana/provisioning/alerting").glob("*.yaml")]
+    for path in rule_files:
+        for m in re.finditer(r"dashboard_url: \"?http://localhost:3000/d/([\w-]+)", path.read_text()):
             if m.group(1) not in uids:
                 problems.append(f"{path.relative_to(ROOT)}: dashboard_url points at uid {m.group(1)}, which no dashboard has")
 
@@ -298,8 +310,10 @@ def traceql_problems(where: str, query: str) -> list[str]:
 
 
 def alert_list_problems(models: dict[str, dict]) -> list[str]:
-    """Grafana 13.2's alert list keeps `options.datasource` as a data source name and keeps the
-    rules whose dataSourceName equals it: a UID there shows no alert at all."""
+    """Grafana 13.2's alert list shows every rule source (Grafana-managed, Prometheus, Loki's
+    ruler) while `options.datasource` is unset. Set, it keeps the rules whose dataSourceName
+    equals it: a data source *name* (a UID there shows no alert at all), and the panel's
+    description must say which alerts it leaves out."""
     names = {row["name"]: row for row in contract.table("Datasources")}
     out = []
     for file, model in models.items():
@@ -309,6 +323,8 @@ def alert_list_problems(models: dict[str, dict]) -> list[str]:
             source = panel.get("options", {}).get("datasource")
             if source is None:
                 continue
+            if source not in panel.get("description", ""):
+                out.append(f"{file}: panel '{panel['title']}' shows only {source}'s alerts: its description must say so")
             if source not in names:
                 hint = " (that is a UID; the panel filters by name)" if source in contract.uids() else ""
                 out.append(f"{file}: panel '{panel['title']}': alert source {source!r} is not a provisioned data source name{hint}")

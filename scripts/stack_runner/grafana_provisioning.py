@@ -1,5 +1,5 @@
 """Grafana's reading of its provisioning files, for the Grafana stand-in and the checks that do
-what Grafana would do with them.
+what Grafana would do with them: data sources, dashboards, and alerting (grafana_alerting.py).
 
 Values are interpolated as Grafana 13 does (pkg/services/provisioning/values/values.go,
 interpolateValue): the text is split on `$$` (a literal `$`), each part has `$__env{NAME}` and
@@ -77,10 +77,14 @@ def datasources(provisioning: Path, env: dict[str, str]) -> list[dict]:
 
 
 def problems(provisioning: Path, env: dict[str, str]) -> list[str]:
-    """What would stop Grafana from provisioning, or leave a provisioned link broken."""
+    """What would stop Grafana from provisioning, or leave a provisioned link, rule, route or
+    notification broken (alerting: grafana_alerting.py)."""
+    from . import grafana_alerting
+
     found = []
     sources = datasources(provisioning, env)
     uids = [d.get("uid") for d in sources]
+    found += grafana_alerting.problems(provisioning, env, set(uids), dashboard_panels(provisioning, env))
     for d in sources:
         where = f"datasources/{d['_file']}: {d.get('name')}"
         for key in ("name", "type", "uid", "url"):
@@ -98,6 +102,21 @@ def problems(provisioning: Path, env: dict[str, str]) -> list[str]:
                 continue
             found += dashboard_problems(folder, set(uids))
     return found
+
+
+def dashboard_panels(provisioning: Path, env: dict[str, str]) -> dict[str, set[int]]:
+    """uid → panel ids of every dashboard the file providers provision."""
+    panels: dict[str, set[int]] = {}
+    for path in sorted((provisioning / "dashboards").glob("*.y*ml")):
+        for provider in (yaml.safe_load(path.read_text()) or {}).get("providers") or []:
+            folder = Path(interpolate(provider.get("options", {}).get("path", ""), env))
+            for board in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+                try:
+                    model = json.loads(board.read_text())
+                except ValueError:
+                    continue
+                panels[model.get("uid")] = {p.get("id") for p in model.get("panels", [])}
+    return panels
 
 
 def dashboard_problems(folder: Path, uids: set[str]) -> list[str]:

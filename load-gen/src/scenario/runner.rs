@@ -12,7 +12,9 @@ use anyhow::{Context, bail};
 use hyper::Method;
 use tokio::sync::watch;
 
-use super::{AlertWatch, Scenario, Service, Traffic, Verdict};
+use super::{
+    AlertSource, AlertWatch, Scenario, Service, SourceKind, Traffic, Verdict, check_expected,
+};
 use crate::{
     cli::{CommonArgs, Instruments, check_reachable},
     client::{Target, fetch},
@@ -24,11 +26,14 @@ use crate::{
 const POLL_EVERY: Duration = Duration::from_secs(2);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where the scenario acts.
+/// Where the scenario acts, and where it looks for its alerts.
 pub struct Endpoints {
     pub target: String,
     pub downstream: Option<String>,
     pub prometheus: Option<String>,
+    /// Loki, whose ruler evaluates the alerts written in LogQL.
+    pub loki: Option<String>,
+    pub alertmanager: Option<String>,
     pub grafana: Option<String>,
 }
 
@@ -39,6 +44,18 @@ pub struct ScenarioOutcome {
 }
 
 impl Endpoints {
+    /// Every alert source given, in the order they are read.
+    pub fn alert_sources(&self) -> Vec<AlertSource> {
+        [
+            (SourceKind::Prometheus, &self.prometheus),
+            (SourceKind::LokiRuler, &self.loki),
+            (SourceKind::Alertmanager, &self.alertmanager),
+        ]
+        .into_iter()
+        .filter_map(|(kind, url)| url.as_deref().map(|u| AlertSource::new(kind, u)))
+        .collect()
+    }
+
     fn admin_url(&self, service: Service) -> anyhow::Result<String> {
         let base = match service {
             Service::Entry => &self.target,
@@ -65,6 +82,8 @@ pub async fn run_scenario(
         .await
         .context("--target")?;
     check_reachable(&target).await?;
+    // An alert no source defines could never be seen: say so before any traffic or fault.
+    check_expected(&endpoints.alert_sources(), &scenario.expected_alerts).await?;
     let touched = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let result = run_inner(
         scenario,
@@ -120,17 +139,17 @@ async fn run_inner(
     let (stop_run, run_stop) = watch::channel(false);
     let start = Instant::now();
     let run = tokio::spawn(execute(plan, run_stop));
-    let watch = endpoints
-        .prometheus
-        .as_deref()
-        .map(|p| Arc::new(AlertWatch::new(p, start)));
+    let sources = endpoints.alert_sources();
+    let first_fault = scenario.faults.first().map_or(Duration::ZERO, |f| f.at);
+    let watch =
+        (!sources.is_empty()).then(|| Arc::new(AlertWatch::new(sources, start, first_fault)));
 
     let timeline = async {
         for step in &scenario.faults {
             let due = start + step.at;
             loop {
                 if let Some(w) = &watch {
-                    w.poll().await.context("while polling Prometheus alerts")?;
+                    w.poll().await.context("while watching the scenario's alerts")?;
                 }
                 let now = Instant::now();
                 if now >= due {
@@ -148,7 +167,7 @@ async fn run_inner(
         let end = start + scenario.duration;
         while Instant::now() < end {
             if let Some(w) = &watch {
-                w.poll().await.context("while polling Prometheus alerts")?;
+                w.poll().await.context("while watching the scenario's alerts")?;
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL_EVERY.min(end.saturating_duration_since(Instant::now()))) => {}
@@ -174,7 +193,7 @@ async fn run_inner(
                 .active()
                 .await
                 .context("while reading the alerts at the end")?;
-            Some(Verdict::judge(scenario, &w.seen(), &at_end))
+            Some(Verdict::judge(scenario, &w.sightings(), &at_end))
         }
         _ => None,
     };

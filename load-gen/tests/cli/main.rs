@@ -1,6 +1,7 @@
 //! The `load-gen` binary, driven as a user would, against an in-process test server whose
 //! behaviour each test chooses, and against the real sample app.
 
+mod alert_sources;
 mod errors;
 mod hostile_targets;
 mod open_model;

@@ -8,7 +8,7 @@ use sample_app::{settings::Settings, startup::Application};
 use crate::support::{Behaviour, TestServer, load_gen};
 
 /// The real sample app, in process, with faults enabled; returns its base URL.
-fn spawn_sample_app() -> String {
+pub(crate) fn spawn_sample_app() -> String {
     let settings = Settings::from_sources(
         [
             "sample-app",
@@ -26,7 +26,7 @@ fn spawn_sample_app() -> String {
     url
 }
 
-async fn current_plan(app: &str) -> serde_json::Value {
+pub(crate) async fn current_plan(app: &str) -> serde_json::Value {
     let view: serde_json::Value = reqwest::get(format!("{app}/admin/faults"))
         .await
         .unwrap()
@@ -36,7 +36,7 @@ async fn current_plan(app: &str) -> serde_json::Value {
     view["plan"].clone()
 }
 
-fn scenario_dir(files: &[(&str, &str)]) -> tempdir::Dir {
+pub(crate) fn scenario_dir(files: &[(&str, &str)]) -> tempdir::Dir {
     let dir = tempdir::Dir::new();
     for (name, text) in files {
         std::fs::write(dir.path().join(format!("{name}.toml")), text).unwrap();
@@ -45,7 +45,7 @@ fn scenario_dir(files: &[(&str, &str)]) -> tempdir::Dir {
 }
 
 /// A throwaway directory (removed on drop).
-mod tempdir {
+pub(crate) mod tempdir {
     pub struct Dir(std::path::PathBuf);
     impl Dir {
         pub fn new() -> Self {
@@ -83,6 +83,7 @@ async fn the_shipped_scenarios_are_listed_and_valid() {
         "baseline",
         "spike",
         "error-storm",
+        "error-logs",
         "slow-dependency",
         "cpu-hog",
         "memory-leak",
@@ -190,7 +191,7 @@ async fn ctrl_c_during_a_scenario_clears_its_faults() {
     assert_eq!(current_plan(&app).await, serde_json::Value::Null);
 }
 
-const ONE_FAULT: &str = r#"
+pub(crate) const ONE_FAULT: &str = r#"
 description = "errors, and the alert they must trip"
 [traffic]
 rate = 10
@@ -203,11 +204,25 @@ plan = { error_rate = 1.0 }
 alerts = ["EXPECTED"]
 "#;
 
+/// Prometheus' rules API, defining the two alerts the verdict test expects.
+pub(crate) const PROMETHEUS_RULES: &str = r#"{"status":"success","data":{"groups":[{"name":"g","rules":[
+    {"name":"SampleAppHighErrorRatio","type":"alerting"},{"name":"SampleAppDown","type":"alerting"},
+    {"name":"service:http_server_requests:rate5m","type":"recording"}]}]}}"#;
+
 #[actix_web::test]
 async fn the_verdict_follows_the_alerts_prometheus_reports() {
     let app = spawn_sample_app();
+    // The alert becomes active a second in: after the run's first poll, as a fault would make it.
     let prometheus = TestServer::start(Behaviour {
-        body: Some(r#"{"status":"success","data":{"alerts":[{"labels":{"alertname":"SampleAppHighErrorRatio","service":"sample-app"},"state":"pending"}]}}"#),
+        body: Some(r#"{"status":"success","data":{"alerts":[]}}"#),
+        routes: &[("/api/v1/rules", PROMETHEUS_RULES)],
+        later: Some((
+            Duration::from_secs(1),
+            &[(
+                "/api/v1/alerts",
+                r#"{"status":"success","data":{"alerts":[{"labels":{"alertname":"SampleAppHighErrorRatio","service":"sample-app"},"state":"pending"}]}}"#,
+            )],
+        )),
         ..Default::default()
     })
     .await;

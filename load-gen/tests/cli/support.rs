@@ -24,6 +24,11 @@ pub struct Behaviour {
     pub never_answer: bool,
     /// The body of every answer (`{}` by default).
     pub body: Option<&'static str>,
+    /// Bodies by request path, before `body` (a stand-in for an API with several endpoints).
+    pub routes: &'static [(&'static str, &'static str)],
+    /// Bodies by path for requests arriving this long after the server started, before
+    /// `routes` (an alert that becomes active while a scenario runs).
+    pub later: Option<(Duration, &'static [(&'static str, &'static str)])>,
 }
 
 #[derive(Clone, Debug)]
@@ -50,6 +55,15 @@ impl TestServer {
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let at = started.elapsed();
+                        let later = behaviour
+                            .later
+                            .filter(|(after, _)| at >= *after)
+                            .map_or(&[][..], |(_, routes)| routes);
+                        let routed = later
+                            .iter()
+                            .chain(behaviour.routes)
+                            .find(|(path, _)| *path == req.uri().path())
+                            .map(|(_, body)| *body);
                         let traceparent = req
                             .headers()
                             .get("traceparent")
@@ -69,7 +83,7 @@ impl TestServer {
                                 wait += to - at;
                             }
                             tokio::time::sleep(wait).await;
-                            let body = behaviour.body.unwrap_or("{}");
+                            let body = routed.or(behaviour.body).unwrap_or("{}");
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                                 body.as_bytes(),
                             ))))

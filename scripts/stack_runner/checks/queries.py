@@ -1,6 +1,7 @@
 """Every query executed against the running stack: each PromQL, LogQL, TraceQL and profile block
-of `queries/*.md` and each query of the provisioned dashboards (Grafana's variables substituted
-as a visitor at "All" would get them; an example trace id replaced by a real one) must return
+of `queries/*.md`, each query of the provisioned dashboards (Grafana's variables substituted
+as a visitor at "All" would get them; an example trace id replaced by a real one) and each data
+source query of Grafana's provisioned alert rules (as Grafana would send it) must return
 data — or be on the short list of queries that need a condition, each with its reason: a
 catalog heading that says "*(needs …)*", or `DASHBOARD_NEEDS` below. Those run too: data counts
 as a pass, none is reported with the reason, not failed. The run creates most conditions itself
@@ -28,7 +29,8 @@ MINIMUM_HISTORY = 180.0
 
 
 def sources(stack: Stack) -> list[tuple[str, str, str, str]]:
-    """(language, where, query, needs) of every catalog block and dashboard query."""
+    """(language, where, query, needs) of every catalog block, dashboard query and query of a
+    Grafana-managed alert rule (as the Grafana stand-in read them)."""
     sys.path.insert(0, str(stack.root / "scripts/checks"))
     import catalogs  # noqa: E402
     import dashboards  # noqa: E402
@@ -45,7 +47,27 @@ def sources(stack: Stack) -> list[tuple[str, str, str, str]]:
             title = re.match(r"(?:panel '(.*)' \w+|annotation '(.*)')$", where)
             needs = DASHBOARD_NEEDS.get(title.group(1) or title.group(2), "") if title else ""
             out.append((language, f"{model['uid']}: {where}", dashboards.substitute(query, "1m", dashboards.LIVE), needs))
+    return out + alert_rule_queries(stack)
+
+
+def alert_rule_queries(stack: Stack) -> list[tuple[str, str, str, str]]:
+    """The data source queries of Grafana's provisioned rules, by the language of their source."""
+    languages = {"prometheus": ("promql", "expr"), "loki": ("logql", "expr"), "tempo": ("traceql", "query")}
+    out = []
+    for rule in get_json(f"{stack.url('grafana', 3000)}/stand-in/alert-rules"):
+        for query in rule["data"]:
+            language, key = languages.get(query["datasourceUid"], (None, None))
+            if language:
+                out.append((language, f"grafana rule '{rule['title']}' {query['refId']}", query["model"][key], ""))
     return out
+
+
+def loki_recorded(stack: Stack) -> set[str]:
+    """Series Loki's ruler records from logs and remote-writes to Prometheus (loki/rules/)."""
+    sys.path.insert(0, str(stack.root / "scripts/checks"))
+    import dashboards  # noqa: E402
+
+    return dashboards.loki_recorded_metrics()
 
 
 def real_trace_id(stack: Stack) -> str | None:
@@ -65,6 +87,8 @@ def run_one(stack: Stack, language: str, query: str, trace_id: str | None) -> tu
             return None, "TEMPO_BIN not set: Tempo's metrics generator does not run"
         if re.search(r"\bgrafana_\w+", query) and not stack.real("grafana"):
             return None, "Grafana's self-metrics come from a real Grafana; a stand-in runs here"
+        if any(name in query for name in loki_recorded(stack)) and not stack.real("loki"):
+            return None, "LOKI_BIN not set: Loki's ruler does not record from logs"
         # A panel or Explore runs a range query: data anywhere in the last 15 minutes counts.
         now = time.time()
         rows = Prometheus(stack.url("prometheus", 9090)).api("query_range", query=query, start=f"{now - 900:.0f}",

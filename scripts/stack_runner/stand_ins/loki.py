@@ -10,6 +10,13 @@ high-cardinality id (`trace_id`, `span_id`) as a label, and structured metadata 
 entries for the checks (`/stand-in/entries`). It answers no LogQL: checks that need Loki say
 they are skipped.
 
+The ruler: at start it reads the rule files where loki.yaml says
+(`common.storage.filesystem.rules_directory`, `<dir>/<tenant>/*.yaml`, tenant `fake` with auth
+off) and exits non-zero when the directory is not there (a missing compose mount) or a file is
+not rule groups of alerts and recording rules. It evaluates nothing: its Prometheus-compatible
+rules API (`/prometheus/api/v1/rules`) lists those rules as never evaluated, and its alerts API
+(`/prometheus/api/v1/alerts`) has none, so a scenario watching Loki's alerts runs here too.
+
 argv: the service's own (`/usr/bin/loki -config.file=/etc/loki/loki.yaml`).
 """
 
@@ -69,15 +76,49 @@ def list_entries(path, query, body, headers):
     return selected(entries, lock, query, "labels")
 
 
+RULE_KEYS = {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+
+
+def ruler_groups(config: dict) -> list[dict]:
+    """The rule groups of the tenant Loki evaluates, in the Prometheus rules API's shape."""
+    if "ruler" not in config:
+        return []
+    directory = ((config.get("common") or {}).get("storage") or {}).get("filesystem", {}).get("rules_directory")
+    tenant = "fake" if not config.get("auth_enabled", True) else None
+    if not directory or not Path(directory).is_dir():
+        raise SystemExit(f"stand-in loki: the ruler's rules_directory {directory!r} does not exist in the container")
+    if tenant is None or not (Path(directory) / tenant).is_dir():
+        raise SystemExit(f"stand-in loki: no {directory}/{tenant}/: with auth off the ruler reads the tenant 'fake'")
+    groups = []
+    for path in sorted((Path(directory) / tenant).glob("*.y*ml")):
+        for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []:
+            rules = []
+            for rule in group.get("rules") or []:
+                unknown = set(rule) - RULE_KEYS
+                if unknown or not rule.get("expr") or bool(rule.get("alert")) == bool(rule.get("record")):
+                    raise SystemExit(f"stand-in loki: {path.name}: rule {rule.get('alert') or rule.get('record')!r} "
+                                     f"is not an alert or a recording rule with an expr ({sorted(unknown)})")
+                kind = "alerting" if rule.get("alert") else "recording"
+                rules.append({"name": rule.get("alert") or rule["record"], "query": rule["expr"], "type": kind,
+                              "health": "unknown", "labels": rule.get("labels") or {},
+                              **({"state": "inactive", "alerts": [], "annotations": rule.get("annotations") or {}}
+                                 if kind == "alerting" else {})})
+            groups.append({"name": group["name"], "file": path.name, "rules": rules, "interval": 0})
+    return groups
+
+
 def main(argv: list[str]) -> None:
     options, _ = flags(argv[1:])
     config = yaml.safe_load(Path(options["config.file"]).read_text()) if "config.file" in options else {}
     port = (config.get("server") or {}).get("http_listen_port", 3100)
     limits = config.get("limits_config") or {}
     settings["structured_metadata"] = limits.get("allow_structured_metadata", True)
+    groups = ruler_groups(config)
     routes = {("GET", "/ready"): lambda *a: (200, "ready\n", "text/plain"),
               ("POST", "/loki/api/v1/push"): push,
-              ("GET", "/stand-in/entries"): list_entries}
+              ("GET", "/stand-in/entries"): list_entries,
+              ("GET", "/prometheus/api/v1/rules"): lambda *a: (200, {"status": "success", "data": {"groups": groups}}),
+              ("GET", "/prometheus/api/v1/alerts"): lambda *a: (200, {"status": "success", "data": {"alerts": []}})}
     print(f'{{"stand-in": "loki", "http_port": {port}}}', flush=True)
     serve((BIND, port), routes, recorder)
 
