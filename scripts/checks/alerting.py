@@ -226,7 +226,10 @@ def fail_each(messages: list[str]) -> None:
 SELF_TESTS = [
     ("a key Loki 3.7.6 does not have", "loki/loki.yaml", "  poll_interval: 15s", "  poll_intervall: 15s"),
     ("the ruler's remote write pointed elsewhere", "loki/loki.yaml", "http://prometheus:9090/api/v1/write", "http://prometheus:9091/api/v1/write"),
-    ("a LogQL alert that does not parse", "loki/rules/fake/log-alerts.yaml", '[2m]), "service"', '[2m], "service"'),
+    ("a LogQL alert that does not parse", "loki/rules/fake/log-alerts.yaml", '[2m])), "service"', '[2m]), "service"'),
+    ("a LogQL alert with a series per request (rate() not summed before label_replace)", "loki/rules/fake/log-alerts.yaml",
+     'label_replace(sum by (service_name) (rate({level="error", service_name!="alert-log"}[2m])), ',
+     'label_replace(rate({level="error", service_name!="alert-log"}[2m]), '),
     ("a Grafana rule without the label the policies route on", "grafana/provisioning/alerting/rules.yaml",
      "        labels:\n          severity: warning\n", "        labels:\n          team: sre\n"),
     ("a Grafana rule reading a data source that is not provisioned", "grafana/provisioning/alerting/rules.yaml",

@@ -269,13 +269,47 @@ def error_ratio_problems(where: str, query: str) -> list[str]:
 
 def logql_problems(where: str, query: str) -> list[str]:
     """What Loki rejects although the grammar parses it: a `pattern` needs at least one named
-    capture (`<_>` alone: "invalid pattern parser: at least one capture is required")."""
+    capture (`<_>` alone: "invalid pattern parser: at least one capture is required"); and a
+    range aggregation over lines must be grouped (see ungrouped_range_aggregations)."""
     out = []
     for m in re.finditer(r'\|\s*pattern\s+(?:"((?:[^"\\]|\\.)*)"|`([^`]*)`)', query):
         text = m.group(1) if m.group(1) is not None else m.group(2)
         if not [c for c in re.findall(r"<(\w+)>", text) if c != "_"]:
             out.append(f"{where}: LogQL pattern {text!r} has no named capture; Loki rejects it")
+    out += [f"{where}: {name}(…) is not grouped: Loki keeps each line's structured metadata (trace_id) as series "
+            f"labels, so this is one series per request and fails past max_query_series (500). Put it directly "
+            f"inside sum by (…) (before any label_replace), or give it its own `by (…)`"
+            for name in ungrouped_range_aggregations(query)]
     return out
+
+
+# Range aggregations over log lines (pkg/logql/syntax/lex.go at v3.7.6); absent_over_time is left
+# out: it answers one series at most.
+RANGE_AGGREGATIONS = ("rate", "rate_counter", "count_over_time", "bytes_rate", "bytes_over_time", "sum_over_time",
+                      "avg_over_time", "max_over_time", "min_over_time", "first_over_time", "last_over_time",
+                      "stdvar_over_time", "stddev_over_time", "quantile_over_time")
+VECTOR_AGGREGATION = re.compile(r"\b(?:sum|avg|min|max|count|stddev|stdvar|topk|bottomk|approx_topk|sort|sort_desc)\s*"
+                                r"(?:(?:by|without)\s*\([^()]*\)\s*)?\(\s*(?:\d+\s*,\s*)?$")
+
+
+def ungrouped_range_aggregations(query: str) -> list[str]:
+    """The range aggregations of a LogQL query whose series are not grouped: neither their own
+    `by`/`without` nor a vector aggregation as their direct parent."""
+    masked = re.sub(r'"(?:[^"\\]|\\.)*"|`[^`]*`', lambda m: '"' + " " * (len(m.group()) - 2) + '"', query)
+    found = []
+    for m in re.finditer(rf"\b({'|'.join(RANGE_AGGREGATIONS)})\s*\(", masked):
+        depth, end = 0, None
+        for i in range(m.end() - 1, len(masked)):
+            depth += {"(": 1, ")": -1}.get(masked[i], 0)
+            if depth == 0:
+                end = i + 1
+                break
+        if end is None:
+            continue   # unbalanced: the grammar check reports it
+        grouped_itself = re.match(r"\s*(?:by|without)\s*\(", masked[end:])
+        if not grouped_itself and not VECTOR_AGGREGATION.search(masked[:m.start()]):
+            found.append(m.group(1))
+    return found
 
 
 def app_routes() -> list[str]:

@@ -67,8 +67,13 @@ class Ledger:
 
 def http(url: str, data: bytes | None = None, timeout: float = 15, headers: dict | None = None) -> bytes:
     request = urllib.request.Request(url, data, headers or {})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+    except urllib.error.HTTPError as error:
+        # A backend says why it refused (a 400's body names the parse error): keep it.
+        error.msg = f"{error.msg}: {error.read()[:300].decode(errors='replace').strip()}"
+        raise
 
 
 def get_json(url: str, **params) -> dict | list:
@@ -100,8 +105,9 @@ class Stack:
     state: dict
     ledger: Ledger
     incident_ended: float = 0.0     # time.monotonic() when the incident check's scenario ended
-    incident_reports: list = field(default_factory=list)   # its reports' status counts
-    incident_spans: int = 0         # the client spans it exported
+    # What one-off scenario runs (the incident's, the ruler check's) sent, for the soak's accounting:
+    oneoff_reports: list = field(default_factory=list)     # their reports' status counts
+    oneoff_spans: int = 0           # the client spans they exported
 
     def project(self):
         """The compose project as the run read it (limits, commands)."""

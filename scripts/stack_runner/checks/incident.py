@@ -25,8 +25,8 @@ def check(stack: Stack) -> None:
     stack.incident_ended = time.monotonic()
     from .soak import exported_spans, reports_in
 
-    stack.incident_reports = reports_in(done.stdout)
-    stack.incident_spans = exported_spans(done.stderr)
+    stack.oneoff_reports += reports_in(done.stdout)
+    stack.oneoff_spans += exported_spans(done.stderr)
     tail = done.stderr.strip().splitlines()[-3:]
     stack.ledger.check(done.returncode == 0, f"the scenario service ran {SCENARIO} and exited 0 ({tail})")
     for service in ("sample-app", "sample-app-downstream"):

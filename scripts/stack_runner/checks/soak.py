@@ -168,11 +168,11 @@ def spans_arrived(stack: Stack) -> None:
     received = total(scrape(f"{stack.url('tempo', 3200)}/metrics"), "tempo_distributor_spans_received_total")
     stack.ledger.check(failed == 0 and loadgen_failed == 0,
                        f"soak: no span export failed (services {failed:.0f}, load-gen {loadgen_failed})")
-    reported = exported + loadgen + stack.incident_spans
+    reported = exported + loadgen + stack.oneoff_spans
     stack.ledger.check(received == reported,
                        f"soak: Tempo received {received:.0f} spans, exactly what the programs report exporting "
-                       f"({exported:.0f} by the services, {loadgen} by load-gen, {stack.incident_spans} by the "
-                       f"incident's scenario)")
+                       f"({exported:.0f} by the services, {loadgen} by load-gen, {stack.oneoff_spans} by one-off "
+                       f"scenarios)")
 
 
 def lines_arrived(stack: Stack) -> None:
@@ -196,7 +196,7 @@ def requests_counted(stack: Stack, the_scenario: list[dict[str, int]]) -> None:
     served = scrape(f"{stack.url('sample-app', 8080)}/metrics")
     counted = sum(v for n, l, v in served if n == "http_server_request_duration_seconds_count"
                   and l.get("http_route") not in OPERATIONAL)
-    reports = reports_in("".join(stack.log_lines("load-gen"))) + the_scenario + stack.incident_reports
+    reports = reports_in("".join(stack.log_lines("load-gen"))) + the_scenario + stack.oneoff_reports
     sent = sum(sum(r.values()) for r in reports)
     stack.ledger.check(counted == sent, f"soak: the entry service counted {counted:.0f} requests; load-gen's and the "
                                         f"scenarios' {len(reports)} reports say {sent} were answered")
