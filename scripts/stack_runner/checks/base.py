@@ -7,6 +7,8 @@ a check that needs real Loki says `skipped: … (LOKI_BIN not set)`; nothing pas
 from __future__ import annotations
 
 import json
+import re
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -98,6 +100,29 @@ def wait_for(what: str, probe, timeout: float, every: float = 1.0):
         time.sleep(every)
 
 
+def reports_in(text: str) -> list[dict[str, int]]:
+    """The status counts of every load-gen report (table or JSON) in a text."""
+    counts = []
+    for line in re.findall(r"status codes\s+(.*)", text):
+        counts.append({k: int(v) for k, v in re.findall(r"(\d{3}): (\d+)", line)})
+    decoder, index = json.JSONDecoder(), 0
+    while (start := text.find("{", index)) != -1:
+        try:
+            report, index = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+            continue
+        if isinstance(report, dict) and "status_counts" in report:
+            counts.append({k: int(v) for k, v in report["status_counts"].items()})
+    return counts
+
+
+def exported_spans(text: str) -> int:
+    """The count load-gen prints at exit: `load-gen: N client spans exported, M failed`."""
+    found = re.findall(r"load-gen: (\d+) client spans exported, (\d+) failed", text)
+    return int(found[-1][0]) if found else 0
+
+
 @dataclass
 class Stack:
     root: Path
@@ -118,6 +143,19 @@ class Stack:
 
     def service(self, name: str) -> dict:
         return self.state["services"][name]
+
+    def command(self, *args: str) -> list[str]:
+        """`scripts/stack.py` on this run's state directory, with `args`."""
+        return [sys.executable, str(self.root / "scripts/stack.py"), "--state", str(self.state_dir), *args]
+
+    def scenario_command(self, name: str, scale: str) -> list[str]:
+        """A one-off `scenario NAME` container, as a workshop runs it, with its report as JSON."""
+        return self.command("run", "scenario", name, "--time-scale", scale, "--quiet", "--output", "json")
+
+    def count_oneoff(self, stdout: str, stderr: str) -> None:
+        """Notes what a one-off scenario run sent, from its output, for the soak's accounting."""
+        self.oneoff_reports += reports_in(stdout)
+        self.oneoff_spans += exported_spans(stderr)
 
     def real(self, name: str) -> bool:
         return self.service(name)["program"] == "real"

@@ -6,7 +6,6 @@ toolchain, in-network URLs, its client spans to Tempo) is proven to work."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 from .base import Stack, get_json
@@ -19,14 +18,9 @@ def check(stack: Stack) -> None:
     # seen: the tour runs at half speed (25 s phases → 12.5 s) whatever the stack's time scale.
     scale = "0.5"
     print(f"incident: `scenario {SCENARIO} --time-scale {scale}` as a one-off compose container")
-    command = [sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir), "run",
-               "scenario", SCENARIO, "--time-scale", scale, "--quiet", "--output", "json"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(stack.scenario_command(SCENARIO, scale), capture_output=True, text=True, timeout=900)
     stack.incident_ended = time.monotonic()
-    from .soak import exported_spans, reports_in
-
-    stack.oneoff_reports += reports_in(done.stdout)
-    stack.oneoff_spans += exported_spans(done.stderr)
+    stack.count_oneoff(done.stdout, done.stderr)
     tail = done.stderr.strip().splitlines()[-3:]
     stack.ledger.check(done.returncode == 0, f"the scenario service ran {SCENARIO} and exited 0 ({tail})")
     for service in ("sample-app", "sample-app-downstream"):

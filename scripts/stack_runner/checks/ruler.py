@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -137,8 +136,7 @@ def check(stack: Stack) -> None:
     # load-gen counts only alerts its run caused: one still active from an earlier incident (the
     # incident check's, whose errors sit in the rules' windows for minutes) would fail the lab's
     # verdict. Wait, as the workshop says to between labs, until neither alert is active.
-    waited = wait_until_resolved(stack, loki)
-    stack.ledger.check(waited is not None, f"ErrorLogBurst and SampleAppHighErrorRatio are not active for sample-app "
+    stack.ledger.check(resolved_in_time(stack, loki), f"ErrorLogBurst and SampleAppHighErrorRatio are not active for sample-app "
                                            f"before {SCENARIO} starts (waited {time.monotonic() - began:.0f} s)")
     scenario = start_scenario(stack)
     try:
@@ -148,18 +146,18 @@ def check(stack: Stack) -> None:
     print(f"  ..    the ruler check took {time.monotonic() - began:.0f} s (its scenario included)")
 
 
-def wait_until_resolved(stack: Stack, loki: str) -> float | None:
-    """Seconds until no alert the lab's scenario expects is active for sample-app, or None
-    after QUIET_DEADLINE_S (ErrorLogBurst's 2m window and `for`, and a few evaluations more)."""
+def resolved_in_time(stack: Stack, loki: str) -> bool:
+    """Whether, within QUIET_DEADLINE_S (ErrorLogBurst's 2m window and `for`, and a few
+    evaluations more), no alert the lab's scenario expects is active for sample-app."""
     prometheus = Prometheus(stack.url("prometheus", 9090))
     start = time.monotonic()
     while time.monotonic() - start < QUIET_DEADLINE_S:
         active = ours(loki_alerts(loki), "sample-app", "ErrorLogBurst") + \
             ours(prometheus.api("alerts")["alerts"], "sample-app", "SampleAppHighErrorRatio")
         if not active:
-            return time.monotonic() - start
+            return True
         time.sleep(5)
-    return None
+    return False
 
 
 def known_lines(stack: Stack, loki: str) -> None:
@@ -193,22 +191,18 @@ def known_lines(stack: Stack, loki: str) -> None:
 
 
 def start_scenario(stack: Stack) -> subprocess.Popen:
-    command = [sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir), "run",
-               "scenario", SCENARIO, "--time-scale", SCENARIO_SCALE, "--quiet", "--output", "json"]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(stack.scenario_command(SCENARIO, SCENARIO_SCALE), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def scenario_verdict(stack: Stack, scenario: subprocess.Popen) -> None:
     """The lab's scenario, verified by load-gen through Prometheus' and Loki's rules APIs."""
-    from .soak import exported_spans, reports_in
-
     try:
         stdout, stderr = scenario.communicate(timeout=300)
     except subprocess.TimeoutExpired:
         scenario.kill()
         stdout, stderr = scenario.communicate()
-    stack.oneoff_reports += reports_in(stdout)
-    stack.oneoff_spans += exported_spans(stderr)
+    stack.count_oneoff(stdout, stderr)
     verdicts = [l for l in stderr.splitlines() if l.startswith(("PASS", "FAIL"))]
     for alert, source in (("ErrorLogBurst", "Loki ruler"), ("SampleAppHighErrorRatio", "Prometheus")):
         line = next((l for l in verdicts if f" {alert} " in l), f"{alert}: no verdict ({stderr.strip().splitlines()[-3:]})")

@@ -16,15 +16,13 @@ one-off container has no /metrics to report them on.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
-import sys
 import time
 
 from .backends import Loki
-from .base import CheckFailed, Stack, get_json, http, wait_for
+from .base import CheckFailed, Stack, exported_spans, get_json, http, reports_in
 
 RUST_SERVICES = ("sample-app", "sample-app-downstream", "load-gen")
 SAMPLE_EVERY = 10.0
@@ -70,36 +68,12 @@ def slope_mib_per_minute(points: list[tuple[float, float]]) -> float:
     return 60 * sum((t - mean_t) * (m - mean_m) for t, m in points) / var if var else 0.0
 
 
-def reports_in(text: str) -> list[dict[str, int]]:
-    """The status counts of every load-gen report (table or JSON) in a text."""
-    counts = []
-    for line in re.findall(r"status codes\s+(.*)", text):
-        counts.append({k: int(v) for k, v in re.findall(r"(\d{3}): (\d+)", line)})
-    decoder, index = json.JSONDecoder(), 0
-    while (start := text.find("{", index)) != -1:
-        try:
-            report, index = decoder.raw_decode(text, start)
-        except ValueError:
-            index = start + 1
-            continue
-        if isinstance(report, dict) and "status_counts" in report:
-            counts.append({k: int(v) for k, v in report["status_counts"].items()})
-    return counts
-
-
-def exported_spans(text: str) -> int:
-    """The count load-gen prints at exit: `load-gen: N client spans exported, M failed`."""
-    found = re.findall(r"load-gen: (\d+) client spans exported, (\d+) failed", text)
-    return int(found[-1][0]) if found else 0
-
-
 def check(stack: Stack, seconds: float) -> None:
     argv = stack.service("load-gen")["argv"]
     scale = argv[argv.index("--time-scale") + 1] if "--time-scale" in argv else "1"
     print(f"soak: {seconds:.0f} s of the stack's load-gen plus `scenario fault-tour --repeat --time-scale {scale}`")
-    command = [sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir), "run",
-               "-e", "OTEL_TRACES_EXPORTER=none", "scenario", "fault-tour", "--repeat", "--time-scale", scale,
-               "--quiet", "--output", "json"]
+    command = stack.command("run", "-e", "OTEL_TRACES_EXPORTER=none", "scenario", "fault-tour", "--repeat",
+                            "--time-scale", scale, "--quiet", "--output", "json")
     scenario = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     start = time.monotonic()
     memory: dict[str, list[tuple[float, float]]] = {s: [] for s in RUST_SERVICES}
@@ -113,8 +87,7 @@ def check(stack: Stack, seconds: float) -> None:
     stack.ledger.check(scenario.returncode in (0, 130), f"the fault tour ran {err.count('iteration')} iterations "
                                                         f"and stopped cleanly (exit {scenario.returncode})")
     the_scenario = reports_in(out)
-    stop = subprocess.run([sys.executable, str(stack.root / "scripts/stack.py"), "--state", str(stack.state_dir),
-                           "stop", "load-gen"], capture_output=True, text=True, timeout=60)
+    stop = subprocess.run(stack.command("stop", "load-gen"), capture_output=True, text=True, timeout=60)
     if stop.returncode != 0:
         raise CheckFailed(f"could not stop load-gen: {stop.stderr}")
     time.sleep(8)   # the batch span processors' 5 s schedule, and Alloy's 1 s batches
