@@ -116,15 +116,11 @@ UI_WORDS = [
     (re.compile(r"Profiles for this span"), re.compile(r"pyroscope\.profile\.id"),
      "the link appears only on spans with a pyroscope.profile.id attribute: say so where you mention it"),
 ]
-# Files this branch may not edit (owned by work in progress elsewhere): their matches are listed,
-# not failed. A file that no longer matches must leave this list.
-UI_WORDS_KNOWN: set[str] = set()
 
 
-def check_ui_words() -> tuple[list[str], list[str]]:
-    problems, known = [], []
+def check_ui_words() -> list[str]:
+    problems = []
     files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "queries").glob("*.md"))]
-    matched = set()
     for path in files:
         rel = str(path.relative_to(ROOT))
         lines = path.read_text().splitlines()
@@ -132,19 +128,12 @@ def check_ui_words() -> tuple[list[str], list[str]]:
             window = line + " " + (lines[i + 1] if i + 1 < len(lines) else "")
             for phrase, unless, why in UI_WORDS:
                 if phrase.search(line) and not (unless and unless.search(window)):
-                    message = f"{rel}:{i + 1}: {why}"
-                    (known if rel in UI_WORDS_KNOWN else problems).append(message)
-                    matched.add(rel)
-    for rel in sorted(UI_WORDS_KNOWN - matched):
-        problems.append(f"{rel}: no longer names a UI element Grafana 13.2 lacks: remove it from UI_WORDS_KNOWN in scripts/checks/catalogs.py")
-    return problems, known
+                    problems.append(f"{rel}:{i + 1}: {why}")
+    return problems
 
 
 def main() -> int:
-    ui_problems, ui_known = check_ui_words()
-    for k in ui_known:
-        print(f"catalog: known, to fix in its owner's change: {k}", file=sys.stderr)
-    problems = check() + check_labs() + ui_problems
+    problems = check() + check_labs() + check_ui_words()
     for p in problems:
         print(f"catalog: {p}", file=sys.stderr)
     counts = {lang: sum(1 for b in blocks() if b[0] == lang) for lang in MINIMUM}

@@ -48,6 +48,16 @@ struct Envelope<T> {
     data: T,
 }
 
+/// The `data` of a Prometheus-style API answer (Prometheus' and Loki's ruler's), which must
+/// say `"status": "success"`.
+fn envelope_data<T: serde::de::DeserializeOwned>(body: &str) -> anyhow::Result<T> {
+    let parsed: Envelope<T> = serde_json::from_str(body)?;
+    if parsed.status != "success" {
+        bail!("status '{}'", parsed.status);
+    }
+    Ok(parsed.data)
+}
+
 #[derive(Deserialize)]
 struct AlertsData {
     alerts: Vec<RuleAlert>,
@@ -148,12 +158,7 @@ impl AlertSource {
                 })
                 .collect());
         }
-        let parsed: Envelope<AlertsData> = serde_json::from_str(body)?;
-        if parsed.status != "success" {
-            bail!("status '{}'", parsed.status);
-        }
-        Ok(parsed
-            .data
+        Ok(envelope_data::<AlertsData>(body)?
             .alerts
             .into_iter()
             .map(|a| Alert {
@@ -166,12 +171,7 @@ impl AlertSource {
 }
 
 pub fn parse_rules(body: &str) -> anyhow::Result<BTreeSet<String>> {
-    let parsed: Envelope<RulesData> = serde_json::from_str(body)?;
-    if parsed.status != "success" {
-        bail!("status '{}'", parsed.status);
-    }
-    Ok(parsed
-        .data
+    Ok(envelope_data::<RulesData>(body)?
         .groups
         .into_iter()
         .flat_map(|g| g.rules)

@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use sample_app::routes::templates::{APP_ROUTES, OPERATIONAL_ROUTES};
+
 use crate::{
     raw,
     siege::withstand,
@@ -84,23 +86,14 @@ fn hostile_paths_get_a_4xx_and_never_become_label_values() {
         raw::exchange_all(address, requests, deadline)
     });
     let routes = label_values(&target.metrics(), "http_route");
-    let known = [
-        "/",
-        "/slow",
-        "/error",
-        "/generate-load",
-        "/external",
-        "/api/orders",
-        "/api/orders/{id}",
-        "/api/inventory/{item}",
-        "/health",
-        "/ready",
-        "/metrics",
-        "/debug/pprof/profile",
-        "/debug/pprof/heap",
-        "/admin/faults",
-        "unmatched",
-    ];
+    // The route templates (routes/templates.rs), the admin route, and the one label for every
+    // path no route matches.
+    let known: Vec<&str> = APP_ROUTES
+        .iter()
+        .chain(OPERATIONAL_ROUTES)
+        .copied()
+        .chain(["/admin/faults", "unmatched"])
+        .collect();
     let raw_paths: Vec<_> = routes
         .iter()
         .filter(|r| !known.contains(&r.as_str()))
