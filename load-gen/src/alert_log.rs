@@ -122,7 +122,7 @@ pub async fn serve(address: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("while binding {address}"))?;
-    eprintln!("alert-log listening on http://{}", listener.local_addr()?);
+    crate::note!("alert-log listening on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener
             .accept()

@@ -10,6 +10,7 @@ use crate::{
     client_spans::ClientTracer,
     metrics::LoadMetrics,
     mix::RequestMix,
+    note,
     progress::Progress,
     run::{LoadShape, RunPlan},
     schedule::ArrivalSchedule,
@@ -202,7 +203,7 @@ impl CommonArgs {
         };
         let metrics = LoadMetrics::default();
         let bound = metrics.clone().serve(address).await?;
-        eprintln!("load-gen metrics on http://{bound}/metrics");
+        note!("load-gen metrics on http://{bound}/metrics");
         Ok(Instruments {
             metrics: Some(metrics),
             tracer,
@@ -288,7 +289,8 @@ pub async fn run_scenario_command(
     let scenario = Scenario::load(&args.dir.dir, &args.name)?.scaled(args.time_scale)?;
     let instruments = args.common.instruments().await?;
     let result = repeat_scenario(&args, &scenario, &instruments, print_report).await;
-    instruments.tracer.shutdown().await;
+    let stopped = matches!(&result, Ok(code) if *code == std::process::ExitCode::from(130));
+    instruments.tracer.shutdown(stopped).await;
     result
 }
 
@@ -298,18 +300,19 @@ async fn repeat_scenario(
     instruments: &Instruments,
     print_report: fn(&crate::report::Report, Output) -> anyhow::Result<()>,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use crate::scenario::run_scenario;
+    use crate::scenario::{StoppedBeforeTraffic, run_scenario};
     use std::process::ExitCode;
 
     let endpoints = crate::scenario::runner_endpoints(args);
     let stop = crate::signals::on_interrupt();
-    eprintln!(
+    note!(
         "load-gen: scenario {}: {}",
-        scenario.name, scenario.description
+        scenario.name,
+        scenario.description
     );
     for iteration in 1u64.. {
         if args.repeat {
-            eprintln!("load-gen: scenario {} iteration {iteration}", scenario.name);
+            note!("load-gen: scenario {} iteration {iteration}", scenario.name);
         }
         // Each iteration draws its own (still reproducible) request sequence: with one seed,
         // every iteration would send the same requests, and a rare route might never be hit.
@@ -318,19 +321,27 @@ async fn repeat_scenario(
             ..args.common.clone()
         };
         let outcome =
-            run_scenario(scenario, &endpoints, &common, instruments, stop.clone()).await?;
+            match run_scenario(scenario, &endpoints, &common, instruments, stop.clone()).await {
+                Ok(outcome) => outcome,
+                Err(e) if e.is::<StoppedBeforeTraffic>() => {
+                    note!("load-gen: {e}");
+                    return Ok(ExitCode::from(130));
+                }
+                Err(e) => return Err(e),
+            };
         print_report(&outcome.report, args.common.output)?;
         for link in &outcome.links {
-            eprintln!("evidence: {link}");
+            note!("evidence: {link}");
         }
-        if outcome.report.interrupted {
+        // A stop in any phase ends the repetition, also one that came after the traffic ended.
+        if outcome.interrupted || *stop.borrow() {
             return Ok(ExitCode::from(130));
         }
         if let Some(verdict) = &outcome.verdict {
             for line in &verdict.lines {
-                eprintln!("{line}");
+                note!("{line}");
             }
-            eprintln!(
+            note!(
                 "scenario {}: {}",
                 scenario.name,
                 if verdict.passed { "PASSED" } else { "FAILED" }

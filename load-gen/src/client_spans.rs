@@ -32,6 +32,8 @@ use crate::client::{ErrorKind, Target};
 
 /// How long the last spans may take to leave at exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The same after a stop (Ctrl-C, SIGTERM), which must end the process within 2 s.
+const FLUSH_AFTER_STOP: Duration = Duration::from_millis(400);
 
 /// Makes the client span of each request (or only its `traceparent`, when export is off).
 #[derive(Clone)]
@@ -63,9 +65,10 @@ impl ClientTracer {
         let provider = otlp_tracing::tracer_provider(&otel)
             .with_context(|| format!("while setting up span export to {}", otel.traces_endpoint))?;
         let tracer = provider.tracer(env!("CARGO_PKG_NAME"));
-        eprintln!(
+        crate::note!(
             "load-gen: exporting a client span per request to {} as service {}",
-            otel.traces_endpoint, otel.service_name
+            otel.traces_endpoint,
+            otel.service_name
         );
         Ok(Self {
             exporting: Some((provider, tracer)),
@@ -113,25 +116,31 @@ impl ClientTracer {
         }
     }
 
-    /// Flushes the spans still queued (bounded; a missing collector cannot hold up the exit).
-    pub async fn shutdown(self) {
+    /// Flushes the spans still queued (bounded; a missing collector cannot hold up the exit,
+    /// and after a stop the bound is short).
+    pub async fn shutdown(self, after_stop: bool) {
+        let deadline = if after_stop {
+            FLUSH_AFTER_STOP
+        } else {
+            FLUSH_TIMEOUT
+        };
         let Some((provider, _)) = self.exporting else {
             return;
         };
         // Off the runtime thread: the gRPC exporter needs the runtime to make progress.
         let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
-        let outcome = tokio::time::timeout(FLUSH_TIMEOUT, flushed).await;
+        let outcome = tokio::time::timeout(deadline, flushed).await;
         let [(_, accepted), (_, timeout), (_, shut_down), (_, failed)] =
             otlp_tracing::SPAN_EXPORTS.snapshot();
-        eprintln!(
+        crate::note!(
             "load-gen: {accepted} client spans exported, {} failed",
             timeout + shut_down + failed
         );
         match outcome {
             Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => eprintln!("load-gen: flushing spans failed: {e}"),
-            Ok(Err(e)) => eprintln!("load-gen: the span flush task failed: {e}"),
-            Err(_) => eprintln!("load-gen: spans were not flushed within {FLUSH_TIMEOUT:?}"),
+            Ok(Ok(Err(e))) => crate::note!("load-gen: flushing spans failed: {e}"),
+            Ok(Err(e)) => crate::note!("load-gen: the span flush task failed: {e}"),
+            Err(_) => crate::note!("load-gen: spans were not flushed within {deadline:?}"),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod alert_log;
 pub mod cli;
 pub mod client;
 pub mod client_spans;
+pub mod console;
 pub mod metrics;
 pub mod mix;
 pub mod progress;

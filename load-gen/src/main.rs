@@ -1,27 +1,40 @@
 //! `load-gen`: parse options, run, print the report, exit with a code that means something
 //! (0 ok, 1 error or failed verification, 2 bad usage, 130 interrupted).
 
-use std::process::ExitCode;
+use std::{io::Write as _, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use load_gen::{
     cli::{Cli, Command, Output, ScenarioCommand},
+    note,
     report::Report,
     run::execute,
     scenario::{self, Scenario},
     signals::on_interrupt,
 };
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// At exit, how long work still running on the runtime (a span flush that gave up waiting, a
+/// request being cancelled) may hold the process: dropping a runtime would wait for ever.
+const RUNTIME_EXIT: Duration = Duration::from_millis(100);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(cli).await {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            note!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            note!("error: {error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    runtime.shutdown_timeout(RUNTIME_EXIT);
+    code
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -30,7 +43,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let instruments = args.common.instruments().await?;
             let plan = args.plan(&instruments).await?;
             let report = execute(plan, on_interrupt()).await;
-            instruments.tracer.shutdown().await;
+            instruments.tracer.shutdown(report.interrupted).await;
             print_report(&report, args.common.output)?;
             Ok(if report.interrupted {
                 ExitCode::from(130)
@@ -94,10 +107,15 @@ fn expectations(s: &Scenario) -> String {
     }
 }
 
+/// Writes the report on stdout; a reader that went away is an error, never a panic.
 fn print_report(report: &Report, output: Output) -> anyhow::Result<()> {
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(report)?),
-        Output::Table => print!("{}", report.render_table()),
-    }
-    Ok(())
+    let text = match output {
+        Output::Json => format!("{}\n", serde_json::to_string_pretty(report)?),
+        Output::Table => report.render_table(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow::anyhow!(e).context("while writing the report to stdout"))
 }

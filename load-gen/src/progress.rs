@@ -52,7 +52,7 @@ impl Progress {
                 let line = describe(start.elapsed(), snapshot());
                 match &line_bar {
                     Some(bar) => bar.set_message(line),
-                    None => eprintln!("{line}"),
+                    None => crate::note!("{line}"),
                 }
             }
         });

@@ -163,6 +163,9 @@ pub struct Report {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Due requests not sent because `--max-in-flight` requests were already waiting.
     pub dropped: u64,
+    /// Sent, but still unanswered when the run stopped: cancelled, not waited for (the target
+    /// may or may not have served them).
+    pub cancelled: u64,
     /// Requests sent more than 10 ms after their intended time.
     pub late: u64,
     /// Open model: whether the offered rate was delivered (nothing dropped, ≤ 1 % late, and
@@ -221,6 +224,7 @@ impl Report {
                 })
                 .collect(),
             dropped: stats.dropped,
+            cancelled: stats.sent.saturating_sub(stats.completed()),
             late: stats.late,
             rate_met,
             interrupted: facts.interrupted,
@@ -270,6 +274,13 @@ impl Report {
             "  dropped         {:>10}\n  late (>10 ms)   {:>10}",
             self.dropped, self.late
         );
+        if self.cancelled > 0 {
+            let _ = writeln!(
+                out,
+                "  cancelled       {:>10}  (in flight when the run stopped)",
+                self.cancelled
+            );
+        }
         if self.rate_met == Some(false) {
             let _ = writeln!(
                 out,

@@ -1,8 +1,9 @@
 //! Runs the load: an open-model scheduler (request *i* sent at `start + due(i)`, whatever the
 //! server is doing) or closed-model workers (each sends its next request when the last one is
 //! answered), every request recorded from its intended time into the run's statistics, and a
-//! stop signal (Ctrl-C, SIGTERM, a scenario's end) that stops scheduling, drains what is in
-//! flight, and still yields a report.
+//! stop signal (Ctrl-C, SIGTERM, a scenario's end) that stops scheduling, gives what is in
+//! flight at most [`STOP_DRAIN`] and then cancels it, and still yields a report (which counts
+//! the cancelled requests apart: the target may or may not have served them).
 
 use std::{
     sync::{
@@ -23,6 +24,7 @@ use crate::{
     progress::Progress,
     report::{LATE_AFTER, Model, Report, RunFacts, RunStats},
     schedule::ArrivalSchedule,
+    signals::stopped,
 };
 
 /// How the load is shaped.
@@ -57,6 +59,10 @@ pub struct RunPlan {
 
 /// Fires when the run should stop early.
 pub type StopSignal = watch::Receiver<bool>;
+
+/// After a stop, how long requests in flight may still finish before they are cancelled: a stop
+/// ends the run within this plus the time to print the report, whatever the target does.
+pub const STOP_DRAIN: Duration = Duration::from_millis(800);
 
 /// Statistics are kept in shards so concurrent requests rarely share a lock; the report and
 /// the progress line merge them.
@@ -141,24 +147,12 @@ impl Shared {
         );
     }
 
-    /// A closed-model request: sent the moment it was planned, so sent and done in one lock.
-    fn record_closed(
-        &self,
-        shard: usize,
-        result: Result<Answered, ErrorKind>,
-        span: RequestSpan,
-        started: Instant,
-    ) {
+    /// A request given up when the run stopped: it was sent, and will never be recorded.
+    fn cancelled(&self, span: RequestSpan) {
+        drop(span);
         if let Some(m) = &self.metrics {
-            m.sent.inc();
-            m.in_flight.inc();
+            m.in_flight.dec();
         }
-        {
-            let mut stats = self.shard(shard);
-            stats.sent += 1;
-            stats.last_send = stats.last_send.max(started - self.start);
-        }
-        self.record(shard, result, span, started, started);
     }
 
     fn note_sent(&self, shard: usize, intended: Instant) {
@@ -246,6 +240,7 @@ async fn run_open(
     stop: &mut StopSignal,
 ) -> (Duration, bool) {
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
+    let (cancel, cancelled) = watch::channel(false);
     let mut rng = SmallRng::seed_from_u64(plan.seed);
     let mut interrupted = false;
     let mut index = 0u64;
@@ -257,7 +252,7 @@ async fn run_open(
         if Instant::now() < intended {
             tokio::select! {
                 _ = tokio::time::sleep_until(intended.into()) => {}
-                _ = stop.changed() => { interrupted = true; break; }
+                () = stopped(stop) => { interrupted = true; break; }
             }
         } else if *stop.borrow() {
             interrupted = true;
@@ -277,11 +272,13 @@ async fn run_open(
         };
         shared.note_sent(shard, intended);
         let (outgoing, span) = shared.draw(&mut rng, intended);
-        let task = shared.clone();
+        let (task, mut cancelled) = (shared.clone(), cancelled.clone());
         tokio::spawn(async move {
             let attempted = Instant::now();
-            let result = task.pool.send(outgoing).await;
-            task.record(shard, result, span, intended, attempted);
+            tokio::select! {
+                result = task.pool.send(outgoing) => task.record(shard, result, span, intended, attempted),
+                () = stopped(&mut cancelled) => task.cancelled(span),
+            }
             drop(permit);
         });
     }
@@ -293,7 +290,13 @@ async fn run_open(
     } else {
         schedule.duration()
     };
-    drain(&in_flight, max_in_flight, plan.drain_timeout).await;
+    let grace = if interrupted {
+        STOP_DRAIN
+    } else {
+        plan.drain_timeout
+    };
+    drain(&in_flight, max_in_flight, grace).await;
+    let _ = cancel.send(true);
     (window, interrupted)
 }
 
@@ -323,20 +326,31 @@ async fn run_closed(
             {
                 let now = Instant::now();
                 let (outgoing, span) = task.draw(&mut rng, now);
+                // Counted as sent before it goes out: a request the stop cancels was sent.
+                task.note_sent(worker, now);
                 let result = connection.send(outgoing).await;
-                task.record_closed(worker, result, span, now);
+                task.record(worker, result, span, now, now);
             }
         }));
     }
+    let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
     let all_done = async {
         for w in workers {
             let _ = w.await;
         }
     };
+    let mut asked = stop.clone();
+    let stopped_then_drained = async {
+        stopped(&mut asked).await;
+        tokio::time::sleep(STOP_DRAIN).await;
+    };
     let interrupted = tokio::select! {
         _ = all_done => *stop.borrow(),
         _ = tokio::time::sleep_until((end + plan.drain_timeout).into()) => true,
+        () = stopped_then_drained => true,
     };
+    // A worker still waiting for an answer is cancelled with the request it holds.
+    aborts.iter().for_each(tokio::task::AbortHandle::abort);
     (shared.start.elapsed().min(duration), interrupted)
 }
 

@@ -8,7 +8,7 @@ mod verify;
 
 pub use alert_sources::{Alert, AlertSource, SourceKind, check_expected};
 pub use file::{FaultStep, Scenario, Service, Traffic, list};
-pub use runner::{Endpoints, ScenarioOutcome, run_scenario};
+pub use runner::{Endpoints, ScenarioOutcome, StoppedBeforeTraffic, run_scenario};
 pub use verify::{AlertWatch, Sighting, Sightings, Verdict};
 
 /// The endpoints of a `scenario run` command line.

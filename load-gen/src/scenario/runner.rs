@@ -1,6 +1,7 @@
 //! Runs a scenario: the traffic, the fault timeline against each service's `/admin/faults`,
 //! the alert watch — and, whatever happens (normal end, error, Ctrl-C), clears every fault it
-//! switched on before returning.
+//! switched on before returning. A stop is seen in every phase (checks, alert polls, fault
+//! switches, the traffic, the final alert read): what it interrupts is cancelled, not awaited.
 
 use std::{
     collections::BTreeSet,
@@ -18,13 +19,17 @@ use super::{
 use crate::{
     cli::{CommonArgs, Instruments, check_reachable},
     client::{Target, fetch},
+    note,
     report::Report,
     run::{LoadShape, RunPlan, StopSignal, execute},
     schedule::ArrivalSchedule,
+    signals::{FaultSwitches, stopped},
 };
 
 const POLL_EVERY: Duration = Duration::from_secs(2);
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long clearing the faults may take once a stop was asked for (all services at once).
+const CLEAR_AFTER_STOP: Duration = Duration::from_millis(500);
 
 /// Where the scenario acts, and where it looks for its alerts.
 pub struct Endpoints {
@@ -41,6 +46,8 @@ pub struct ScenarioOutcome {
     pub report: Report,
     pub verdict: Option<Verdict>,
     pub links: Vec<String>,
+    /// A stop was asked for while it ran (also after its traffic had ended).
+    pub interrupted: bool,
 }
 
 impl Endpoints {
@@ -73,24 +80,28 @@ pub async fn run_scenario(
     endpoints: &Endpoints,
     common: &CommonArgs,
     instruments: &Instruments,
-    stop: StopSignal,
+    mut stop: StopSignal,
 ) -> anyhow::Result<ScenarioOutcome> {
     for step in &scenario.faults {
         endpoints.admin_url(step.service)?;
     }
-    let target = Target::resolve(&endpoints.target)
-        .await
-        .context("--target")?;
-    check_reachable(&target).await?;
-    // An alert no source defines could never be seen: say so before any traffic or fault.
-    check_expected(&endpoints.alert_sources(), &scenario.expected_alerts).await?;
+    let target = unless_stopped(&mut stop, async {
+        let target = Target::resolve(&endpoints.target)
+            .await
+            .context("--target")?;
+        check_reachable(&target).await?;
+        // An alert no source defines could never be seen: say so before any traffic or fault.
+        check_expected(&endpoints.alert_sources(), &scenario.expected_alerts).await?;
+        Ok(target)
+    })
+    .await?;
     let touched = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let result = run_inner(
         scenario,
         endpoints,
         common,
         instruments,
-        stop,
+        stop.clone(),
         target,
         touched.clone(),
     )
@@ -101,10 +112,32 @@ pub async fn run_scenario(
         .iter()
         .copied()
         .collect();
-    let cleanup = clear_faults(endpoints, &services).await;
+    // After a stop the faults get their own short deadline, so the whole stop stays within 2 s.
+    let deadline = if *stop.borrow() {
+        CLEAR_AFTER_STOP
+    } else {
+        ADMIN_TIMEOUT
+    };
+    let cleanup = clear_faults(endpoints, &services, deadline).await;
     let outcome = result?;
     cleanup?;
     Ok(outcome)
+}
+
+/// The stop as an error, for the phases before any traffic: the command exits with 130.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped before the scenario's traffic started")]
+pub struct StoppedBeforeTraffic;
+
+/// `work`, unless the stop comes first (then `work` is dropped: whatever it awaited is cancelled).
+async fn unless_stopped<T>(
+    stop: &mut StopSignal,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        result = work => result,
+        () = stopped(stop) => Err(StoppedBeforeTraffic.into()),
+    }
 }
 
 async fn run_inner(
@@ -135,8 +168,16 @@ async fn run_inner(
         drain_timeout: common.drain_timeout(),
         request_timeout: common.timeout,
     };
-    // The run stops on the user's signal or when the timeline fails.
+    // The traffic stops on the user's stop (in whatever phase it comes) or when the timeline fails.
     let (stop_run, run_stop) = watch::channel(false);
+    let stop_run = Arc::new(stop_run);
+    let forward = tokio::spawn({
+        let (stop_run, mut user_stop) = (stop_run.clone(), user_stop.clone());
+        async move {
+            stopped(&mut user_stop).await;
+            let _ = stop_run.send(true);
+        }
+    });
     let start = Instant::now();
     let run = tokio::spawn(execute(plan, run_stop));
     let sources = endpoints.alert_sources();
@@ -144,56 +185,26 @@ async fn run_inner(
     let watch =
         (!sources.is_empty()).then(|| Arc::new(AlertWatch::new(sources, start, first_fault)));
 
-    let timeline = async {
-        for step in &scenario.faults {
-            let due = start + step.at;
-            loop {
-                if let Some(w) = &watch {
-                    w.poll().await.context("while watching the scenario's alerts")?;
-                }
-                let now = Instant::now();
-                if now >= due {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(POLL_EVERY.min(due - now)) => {}
-                    _ = user_stop.changed() => return Ok::<bool, anyhow::Error>(true),
-                }
-            }
-            // Noted before the call: a plan that half-applied must still be cleared.
-            touched.lock().unwrap_or_else(|p| p.into_inner()).insert(step.service);
-            apply(endpoints, step.service, step.plan.as_ref()).await?;
-        }
-        let end = start + scenario.duration;
-        while Instant::now() < end {
-            if let Some(w) = &watch {
-                w.poll().await.context("while watching the scenario's alerts")?;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(POLL_EVERY.min(end.saturating_duration_since(Instant::now()))) => {}
-                _ = user_stop.changed() => return Ok(true),
-            }
-        }
-        Ok(false)
-    }
-    .await;
-    let interrupted = match &timeline {
-        Ok(interrupted) => *interrupted,
-        Err(_) => true,
+    let timeline = timeline(scenario, endpoints, watch.as_deref(), start, &touched);
+    let timeline = tokio::select! {
+        result = timeline => result,
+        () = stopped(&mut user_stop) => Ok(Finished::Stopped),
     };
-    if interrupted {
+    if !matches!(timeline, Ok(Finished::Completed)) {
         let _ = stop_run.send(true);
     }
     let report = run.await.context("the load task failed")?;
+    forward.abort();
     timeline?;
+    let interrupted = report.interrupted || *user_stop.borrow();
 
     let verdict = match &watch {
         Some(w) if !interrupted => {
-            let at_end = w
-                .active()
-                .await
-                .context("while reading the alerts at the end")?;
-            Some(Verdict::judge(scenario, &w.sightings(), &at_end))
+            let at_end = tokio::select! {
+                active = w.active() => Some(active.context("while reading the alerts at the end")?),
+                () = stopped(&mut user_stop) => None,
+            };
+            at_end.map(|at_end| Verdict::judge(scenario, &w.sightings(), &at_end))
         }
         _ => None,
     };
@@ -202,20 +213,63 @@ async fn run_inner(
         report,
         verdict,
         links,
+        interrupted: interrupted || *user_stop.borrow(),
     })
+}
+
+enum Finished {
+    Completed,
+    Stopped,
+}
+
+/// The fault steps at their times, and the alert polls between them until the scenario's end.
+/// The caller races it against the stop: dropping it cancels a poll or switch in flight.
+async fn timeline(
+    scenario: &Scenario,
+    endpoints: &Endpoints,
+    watch: Option<&AlertWatch>,
+    start: Instant,
+    touched: &std::sync::Mutex<BTreeSet<Service>>,
+) -> anyhow::Result<Finished> {
+    let poll_until = |due: Instant| async move {
+        loop {
+            if let Some(w) = watch {
+                w.poll()
+                    .await
+                    .context("while watching the scenario's alerts")?;
+            }
+            let now = Instant::now();
+            if now >= due {
+                return Ok::<(), anyhow::Error>(());
+            }
+            tokio::time::sleep(POLL_EVERY.min(due - now)).await;
+        }
+    };
+    for step in &scenario.faults {
+        poll_until(start + step.at).await?;
+        // Noted before the call: a plan that half-applied must still be cleared.
+        touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(step.service);
+        apply(endpoints, step.service, step.plan.as_ref(), ADMIN_TIMEOUT).await?;
+    }
+    poll_until(start + scenario.duration).await?;
+    Ok(Finished::Completed)
 }
 
 async fn apply(
     endpoints: &Endpoints,
     service: Service,
     plan: Option<&serde_json::Value>,
+    timeout: Duration,
 ) -> anyhow::Result<()> {
     let url = endpoints.admin_url(service)?;
     let (method, body) = match plan {
         Some(plan) => (Method::PUT, Some(plan.to_string())),
         None => (Method::DELETE, None),
     };
-    let (status, answer) = fetch(method.clone(), &url, body, ADMIN_TIMEOUT)
+    let (status, answer) = fetch(method.clone(), &url, body, timeout)
         .await
         .with_context(|| format!("while switching faults on the {} service", service.as_str()))?;
     if !status.is_success() {
@@ -224,24 +278,34 @@ async fn apply(
             service.as_str()
         );
     }
-    eprintln!(
-        "load-gen: {} faults on {}: {}",
-        if plan.is_some() { "set" } else { "cleared" },
-        service.as_str(),
-        plan.map(ToString::to_string).unwrap_or_default()
-    );
+    FaultSwitches::note(&url, plan.is_some());
+    match plan {
+        Some(plan) => note!("load-gen: set faults on {}: {plan}", service.as_str()),
+        None => note!("load-gen: cleared faults on {}", service.as_str()),
+    }
     Ok(())
 }
 
-/// Clears faults on every service the scenario touched; tries them all, reports the first error.
-async fn clear_faults(endpoints: &Endpoints, services: &[Service]) -> anyhow::Result<()> {
-    let mut first_error = None;
-    for &service in services {
-        if let Err(e) = apply(endpoints, service, None).await {
-            eprintln!(
+/// Clears faults on every service the scenario touched, all at once, each within `deadline`;
+/// reports the first error.
+async fn clear_faults(
+    endpoints: &Endpoints,
+    services: &[Service],
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let clears = services.iter().map(|&service| async move {
+        let result = apply(endpoints, service, None, deadline).await;
+        if let Err(e) = &result {
+            note!(
                 "load-gen: could not clear faults on {}: {e:#}",
                 service.as_str()
             );
+        }
+        result
+    });
+    let mut first_error = None;
+    for result in futures_util::future::join_all(clears).await {
+        if let Err(e) = result {
             first_error.get_or_insert(e);
         }
     }

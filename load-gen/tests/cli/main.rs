@@ -6,5 +6,6 @@ mod errors;
 mod hostile_targets;
 mod open_model;
 mod scenarios;
+mod stop;
 mod support;
 mod traced_client;
