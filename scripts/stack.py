@@ -230,7 +230,31 @@ def cmd_stop(args) -> int:
 
 def cmd_run(args) -> int:
     """`docker compose run --rm SERVICE [ARGS]`: a one-off container of SERVICE (its profile is
-    activated, as compose does), ARGS replacing its command, on the running stack's network."""
+    activated, as compose does), ARGS replacing its command, on the running stack's network.
+
+    As compose's signal proxy does, SIGINT, SIGTERM and SIGHUP are forwarded to the container,
+    whatever this process inherited (a shell's background job starts with SIGINT ignored: then
+    Python raises no KeyboardInterrupt, and the soak's Ctrl-C used to be lost). The container
+    then has the stop grace period to exit; after that, or on a second signal, it is killed.
+    Each one-off gets its own address and link, so several can run at once, and whatever the
+    run set up is removed however it ends."""
+    signals: list[tuple[int, float]] = []
+    delivered = [0]
+    container: Container | None = None
+
+    def deliver() -> None:
+        process = container.process if container else None
+        while process and process.poll() is None and delivered[0] < len(signals):
+            signum = signals[delivered[0]][0] if delivered[0] == 0 else signal.SIGKILL
+            delivered[0] += 1
+            os.kill(process.pid, signum)
+
+    def forward(signum, frame):
+        signals.append((signum, time.monotonic()))
+        deliver()
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
     current = read_state(args.state)
     if not current or current.get("phase") != "running":
         print("stack: the stack is not up", file=sys.stderr)
@@ -248,23 +272,42 @@ def cmd_run(args) -> int:
     program = programs.program_for(project, service, facts, sys.executable, build)
     name = f"{args.service}-run-{os.getpid()}"
     service = dataclasses.replace(service, name=name)
-    net = network.Network([*current["services"], name], network.RunIdentity.of(args.state), current["network"])
+    slot = network.OneOffSlot(args.state)
+    net = network.Network(list(current["services"]), network.RunIdentity.of(args.state), current["network"],
+                          one_offs={name: slot.host_number})
     container = Container(project, service, facts, program, net, args.state, [])
     container.dir = args.state / "containers" / name
     if container.cgroup:
         container.cgroup = MemoryCgroup(net.run.prefix, name, service.mem_limit)
-    net.attach(name)
     try:
+        net.attach(name)
+        if signals:
+            return 128 + signals[0][0]
         process = container.start(stdout=None, stderr=None)
-        return process.wait()
-    except KeyboardInterrupt:
-        container.stop()
-        return 130
+        deliver()   # a signal that came while it was starting
+        return wait_for_one_off(process, signals)
+    except network.NetworkError as error:
+        print(f"stack: cannot attach {name} to the network: {error}", file=sys.stderr)
+        return 1
     finally:
         if container.cgroup:
             container.cgroup.remove()
         net.detach(name)
+        slot.release()
         shutil.rmtree(container.dir, ignore_errors=True)
+
+
+def wait_for_one_off(process: subprocess.Popen, signals: list[tuple[int, float]]) -> int:
+    """The container's exit code; once a signal was forwarded, at most the stop grace period."""
+    from stack_runner.containers import STOP_GRACE
+
+    while True:
+        try:
+            code = process.wait(timeout=0.2)
+            return code if code >= 0 else 128 - code
+        except subprocess.TimeoutExpired:
+            if signals and time.monotonic() - signals[0][1] > STOP_GRACE:
+                process.kill()
 
 
 def cmd_check(args) -> int:
@@ -281,7 +324,9 @@ def cmd_test(args) -> int:
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt
 
+    # Explicit for SIGINT too: a background job inherits it ignored, and then no KeyboardInterrupt.
     signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGINT, on_sigterm)
     try:
         code = cmd_up(args)
         if code == 0:

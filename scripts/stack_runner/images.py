@@ -11,7 +11,6 @@ builder stage (a workspace binary, found by name in `target/release`).
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -14,9 +14,13 @@ removed by `destroy()`, which also cleans up after a run that crashed.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+ONE_OFF_FIRST = 150     # host numbers of one-off containers: .150 to .249 of the run's /24
+ONE_OFF_SLOTS = 100
 
 
 class NetworkError(Exception):
@@ -73,12 +77,22 @@ class Network:
     services: list[str]
     run: RunIdentity
     mode: str = "netns"
+    # One-off containers (`stack.py run`) on this network: name -> host number. Each has its
+    # own slot, so two at once get their own address and link.
+    one_offs: dict[str, int] = field(default_factory=dict)
 
     def namespace(self, service: str) -> str | None:
         return f"{self.run.prefix}-{service}" if self.mode == "netns" else None
 
+    def host_number(self, service: str) -> int:
+        return self.one_offs[service] if service in self.one_offs else self.services.index(service) + 10
+
+    def link(self, service: str) -> str:
+        """The bridge side of the service's veth pair (in the hub namespace)."""
+        return f"v{self.host_number(service)}"
+
     def address(self, service: str) -> str:
-        index = self.services.index(service) + 10
+        index = self.host_number(service)
         if self.mode == "netns":
             return f"{self.run.subnet}.{index}"
         return f"127.{self.run.subnet.split('.', 1)[1]}.{index}"   # the loopback fallback
@@ -86,7 +100,7 @@ class Network:
     def hosts_file(self, service: str, hostname: str) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                  f"{self.address(service)}\t{hostname}"]
-        lines += [f"{self.address(s)}\t{s}" for s in self.services]
+        lines += [f"{self.address(s)}\t{s}" for s in self.services if s not in self.one_offs]
         return "\n".join(lines) + "\n"
 
     def create(self) -> None:
@@ -111,7 +125,7 @@ class Network:
         """One container's namespace on the bridge (also for `stack.py run`'s late containers)."""
         if self.mode != "netns":
             return
-        namespace, peer, hub = self.namespace(service), f"v{self.services.index(service)}", self.run.hub
+        namespace, peer, hub = self.namespace(service), self.link(service), self.run.hub
         _ip("netns", "add", namespace)
         _ip("-n", namespace, "link", "set", "lo", "up")
         _ip("link", "add", peer, "type", "veth", "peer", "name", "eth0", "netns", namespace)
@@ -123,7 +137,8 @@ class Network:
     def detach(self, service: str) -> None:
         if self.mode != "netns":
             return
-        _ip("-n", self.run.hub, "link", "del", f"v{self.services.index(service)}", check=False)
+        _ip("-n", self.run.hub, "link", "del", self.link(service), check=False)
+        _ip("link", "del", self.link(service), check=False)   # an attach that failed half-way
         _ip("netns", "del", self.namespace(service), check=False)
 
     @staticmethod
@@ -137,3 +152,50 @@ class Network:
             _ip("netns", "del", namespace, check=False)
             removed.append(namespace)
         return removed
+
+
+class OneOffSlot:
+    """A claim on one of the run's one-off addresses, as a file `<state>/one-offs/<slot>` holding
+    the claimant's pid (created exclusively; a dead claimant's file is taken over)."""
+
+    def __init__(self, state: Path):
+        self.dir = state / "one-offs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.slot = self._claim()
+
+    @property
+    def host_number(self) -> int:
+        return ONE_OFF_FIRST + self.slot
+
+    def _claim(self) -> int:
+        # The pid is written first and the claim made by a hard link, which is atomic and fails
+        # when the slot is taken: nobody ever reads a claim without its pid.
+        mine = self.dir / f".claim-{os.getpid()}"
+        mine.write_text(str(os.getpid()))
+        try:
+            for slot in range(ONE_OFF_SLOTS):
+                path = self.dir / str(slot)
+                for _ in range(2):
+                    try:
+                        os.link(mine, path)
+                        return slot
+                    except FileExistsError:
+                        if _alive(path.read_text().strip()):
+                            break
+                        path.unlink(missing_ok=True)     # its run ended without releasing it
+        finally:
+            mine.unlink(missing_ok=True)
+        raise NetworkError(f"all {ONE_OFF_SLOTS} one-off container slots are in use")
+
+    def release(self) -> None:
+        (self.dir / str(self.slot)).unlink(missing_ok=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True

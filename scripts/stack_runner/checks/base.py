@@ -117,6 +117,12 @@ def reports_in(text: str) -> list[dict[str, int]]:
     return counts
 
 
+def cancelled_in(text: str) -> int:
+    """Requests load-gen's reports (table or JSON) count as cancelled: sent, unanswered at a stop."""
+    total = sum(int(n) for n in re.findall(r"^\s*cancelled\s+(\d+)", text, re.MULTILINE))
+    return total + sum(int(n) for n in re.findall(r'"cancelled": (\d+)', text))
+
+
 def exported_spans(text: str) -> int:
     """The count load-gen prints at exit: `load-gen: N client spans exported, M failed`."""
     found = re.findall(r"load-gen: (\d+) client spans exported, (\d+) failed", text)
@@ -133,6 +139,7 @@ class Stack:
     # What one-off scenario runs (the incident's, the ruler check's) sent, for the soak's accounting:
     oneoff_reports: list = field(default_factory=list)     # their reports' status counts
     oneoff_spans: int = 0           # the client spans they exported
+    oneoff_cancelled: int = 0       # requests they sent and cancelled at a stop (served or not)
 
     def project(self):
         """The compose project as the run read it (limits, commands)."""
@@ -155,6 +162,7 @@ class Stack:
     def count_oneoff(self, stdout: str, stderr: str) -> None:
         """Notes what a one-off scenario run sent, from its output, for the soak's accounting."""
         self.oneoff_reports += reports_in(stdout)
+        self.oneoff_cancelled += cancelled_in(stdout)
         self.oneoff_spans += exported_spans(stderr)
 
     def real(self, name: str) -> bool:
