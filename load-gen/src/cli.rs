@@ -138,6 +138,35 @@ pub struct CommonArgs {
     /// No live progress on stderr.
     #[arg(long)]
     pub quiet: bool,
+    /// Exit with 1 (and say so) when more than this share of the requests got no answer at all
+    /// (refused, reset, timed out): a run against a dead target is not a success. 1 turns it off.
+    #[arg(long, default_value_t = 0.5, value_parser = parse_ratio)]
+    pub max_error_ratio: f64,
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("'{text}' is not a ratio from 0 to 1")),
+    }
+}
+
+impl CommonArgs {
+    /// `Err` with a warning line when the report's share of requests without an answer is over
+    /// `--max-error-ratio`.
+    pub fn judge_errors(&self, report: &crate::report::Report) -> Result<(), String> {
+        let unanswered: u64 = report.errors_by_kind.values().sum();
+        let ratio = unanswered as f64 / report.total_requests.max(1) as f64;
+        if report.total_requests > 0 && ratio > self.max_error_ratio {
+            return Err(format!(
+                "load-gen: {unanswered} of {} requests got no answer ({:.1} %, over --max-error-ratio {}): is the target up?",
+                report.total_requests,
+                100.0 * ratio,
+                self.max_error_ratio
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -333,9 +362,17 @@ async fn repeat_scenario(
         for link in &outcome.links {
             note!("evidence: {link}");
         }
+        // The report is out first: an alert source or fault switch that failed loses nothing.
+        if let Some(failure) = outcome.failure {
+            return Err(failure);
+        }
         // A stop in any phase ends the repetition, also one that came after the traffic ended.
         if outcome.interrupted || *stop.borrow() {
             return Ok(ExitCode::from(130));
+        }
+        if let Err(warning) = args.common.judge_errors(&outcome.report) {
+            note!("{warning}");
+            return Ok(ExitCode::FAILURE);
         }
         if let Some(verdict) = &outcome.verdict {
             for line in &verdict.lines {

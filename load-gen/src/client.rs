@@ -100,16 +100,26 @@ impl Target {
         if url.scheme() != "http" {
             bail!("'{raw}': only http:// targets are supported");
         }
+        if url.query().is_some() || url.fragment().is_some() {
+            bail!(
+                "'{raw}': a target has no query string or fragment (each request's path and query come from the mix)"
+            );
+        }
         let host = url
             .host_str()
             .with_context(|| format!("'{raw}' has no host"))?
             .to_owned();
         let port = url.port_or_known_default().unwrap_or(80);
-        let address = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .with_context(|| format!("could not resolve '{host}' (dns)"))?
-            .next()
-            .with_context(|| format!("'{host}' resolved to no address (dns)"))?;
+        // An IP literal is its own address: `[::1]` is no name to look up.
+        let address = match url.host() {
+            Some(url::Host::Ipv4(ip)) => std::net::SocketAddr::from((ip, port)),
+            Some(url::Host::Ipv6(ip)) => std::net::SocketAddr::from((ip, port)),
+            _ => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .with_context(|| format!("could not resolve '{host}' (dns)"))?
+                .next()
+                .with_context(|| format!("'{host}' resolved to no address (dns)"))?,
+        };
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.clone(),
@@ -328,6 +338,7 @@ pub async fn fetch(
     let mut origin = parsed.clone();
     origin.set_path("");
     origin.set_query(None);
+    origin.set_fragment(None);
     let target = Target::resolve(origin.as_str()).await?;
     let path_and_query = match parsed.query() {
         Some(q) => format!("{}?{q}", parsed.path()),

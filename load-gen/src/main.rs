@@ -45,10 +45,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = execute(plan, on_interrupt()).await;
             instruments.tracer.shutdown(report.interrupted).await;
             print_report(&report, args.common.output)?;
-            Ok(if report.interrupted {
-                ExitCode::from(130)
-            } else {
-                ExitCode::SUCCESS
+            if report.interrupted {
+                return Ok(ExitCode::from(130));
+            }
+            Ok(match args.common.judge_errors(&report) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(warning) => {
+                    note!("{warning}");
+                    ExitCode::FAILURE
+                }
             })
         }
         Command::Scenario(ScenarioCommand::List(dir)) => {

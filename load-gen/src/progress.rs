@@ -66,7 +66,7 @@ impl Progress {
 fn describe(elapsed: Duration, (sent, completed, failed, dropped, p50, p99): Snapshot) -> String {
     let secs = elapsed.as_secs_f64().max(1e-3);
     format!(
-        "{:>6.1}s  sent {sent}  ({:.1}/s)  done {completed}  errors {failed}  dropped {dropped}  p50 {p50:.1} ms  p99 {p99:.1} ms",
+        "{:>6.1}s  sent {sent}  ({:.1}/s)  done {completed}  failed (5xx or no answer) {failed}  dropped {dropped}  p50 {p50:.1} ms  p99 {p99:.1} ms",
         secs,
         sent as f64 / secs
     )

@@ -64,6 +64,9 @@ pub type StopSignal = watch::Receiver<bool>;
 /// ends the run within this plus the time to print the report, whatever the target does.
 pub const STOP_DRAIN: Duration = Duration::from_millis(800);
 
+/// How long after its schedule's end an overloaded open-model run may still send late requests.
+const SEND_GRACE: Duration = Duration::from_secs(1);
+
 /// Statistics are kept in shards so concurrent requests rarely share a lock; the report and
 /// the progress line merge them.
 const SHARDS: usize = 16;
@@ -244,12 +247,27 @@ async fn run_open(
     let mut rng = SmallRng::seed_from_u64(plan.seed);
     let mut interrupted = false;
     let mut index = 0u64;
+    // Past this, whatever is still due is dropped in one step: an overloaded scheduler would
+    // otherwise walk every slot it owes, and a run could outlast its --duration by hours.
+    let send_until = shared.start + schedule.duration() + SEND_GRACE;
     while let Some(due) = schedule.due(index) {
         if plan.max_requests.is_some_and(|max| index >= max) {
             break;
         }
         let intended = shared.start + due;
-        if Instant::now() < intended {
+        let now = Instant::now();
+        if now >= send_until {
+            let owed = schedule.total_requests().saturating_sub(index);
+            let owed = plan
+                .max_requests
+                .map_or(owed, |max| owed.min(max.saturating_sub(index)));
+            shared.shard(index as usize).dropped += owed;
+            if let Some(m) = &shared.metrics {
+                m.dropped.inc_by(owed);
+            }
+            break;
+        }
+        if now < intended {
             tokio::select! {
                 _ = tokio::time::sleep_until(intended.into()) => {}
                 () = stopped(stop) => { interrupted = true; break; }

@@ -10,6 +10,33 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+/// The highest rate load-gen accepts: above what one machine can send (load-gen sends tens of
+/// thousands of requests a second on a laptop core), so a higher one is a typo, not a plan.
+pub const MAX_RATE: f64 = 1_000_000.0;
+
+/// The longest schedule: far beyond any load test, and far from where time arithmetic overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(31 * 24 * 3600);
+
+fn check_rate(rate: f64, what: &str) -> anyhow::Result<()> {
+    if rate > MAX_RATE {
+        bail!(
+            "{what}: {rate} requests/s is more than one machine can send (load-gen accepts at most {MAX_RATE:.0}/s): \
+             split the load across several load-gens"
+        );
+    }
+    Ok(())
+}
+
+fn check_duration(duration: Duration, what: &str) -> anyhow::Result<()> {
+    if duration > MAX_DURATION {
+        bail!(
+            "{what}: {} is longer than load-gen runs (at most 31 days)",
+            humantime::format_duration(duration)
+        );
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
     pub duration: Duration,
@@ -47,6 +74,8 @@ impl ArrivalSchedule {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate must be a positive number of requests per second, got {rate}");
         }
+        check_rate(rate, "--rate")?;
+        check_duration(duration, "--duration")?;
         Ok(Self {
             segments: vec![Segment {
                 duration,
@@ -78,6 +107,8 @@ impl ArrivalSchedule {
             if duration.is_zero() {
                 bail!("stage '{stage}' has a zero duration");
             }
+            check_rate(rate, &format!("stage '{stage}'"))?;
+            check_duration(duration, &format!("stage '{stage}'"))?;
             segments.push(Segment {
                 duration,
                 from_rate: previous,
@@ -88,6 +119,13 @@ impl ArrivalSchedule {
         if segments.is_empty() {
             bail!("--stages needs at least one DURATION:RATE stage");
         }
+        let total = segments
+            .iter()
+            .try_fold(Duration::ZERO, |sum, s| sum.checked_add(s.duration));
+        check_duration(
+            total.unwrap_or(Duration::MAX),
+            &format!("--stages '{spec}'"),
+        )?;
         if segments.iter().all(|s| s.arrivals() < 1.0) {
             bail!("--stages '{spec}' schedules no request at all");
         }

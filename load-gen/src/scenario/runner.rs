@@ -48,6 +48,9 @@ pub struct ScenarioOutcome {
     pub links: Vec<String>,
     /// A stop was asked for while it ran (also after its traffic had ended).
     pub interrupted: bool,
+    /// What went wrong besides the traffic (an alert source, a fault switch): the report of the
+    /// traffic is still there to print.
+    pub failure: Option<anyhow::Error>,
 }
 
 impl Endpoints {
@@ -119,8 +122,10 @@ pub async fn run_scenario(
         ADMIN_TIMEOUT
     };
     let cleanup = clear_faults(endpoints, &services, deadline).await;
-    let outcome = result?;
-    cleanup?;
+    let mut outcome = result?;
+    if let Err(e) = cleanup {
+        outcome.failure.get_or_insert(e);
+    }
     Ok(outcome)
 }
 
@@ -195,13 +200,15 @@ async fn run_inner(
     }
     let report = run.await.context("the load task failed")?;
     forward.abort();
-    timeline?;
+    let mut failure = timeline.err();
     let interrupted = report.interrupted || *user_stop.borrow();
 
     let verdict = match &watch {
-        Some(w) if !interrupted => {
+        Some(w) if !interrupted && failure.is_none() => {
             let at_end = tokio::select! {
-                active = w.active() => Some(active.context("while reading the alerts at the end")?),
+                active = w.active() => active
+                    .map_err(|e| failure = Some(e.context("while reading the alerts at the end")))
+                    .ok(),
                 () = stopped(&mut user_stop) => None,
             };
             at_end.map(|at_end| Verdict::judge(scenario, &w.sightings(), &at_end))
@@ -214,6 +221,7 @@ async fn run_inner(
         verdict,
         links,
         interrupted: interrupted || *user_stop.borrow(),
+        failure,
     })
 }
 

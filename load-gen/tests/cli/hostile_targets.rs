@@ -98,6 +98,9 @@ async fn run_against(url: &str, timeout: &str, within: Duration) -> serde_json::
             "--output",
             "json",
             "--quiet",
+            // Every request fails on purpose: the point is how each failure is named.
+            "--max-error-ratio",
+            "1",
         ]),
     )
     .await

@@ -4,6 +4,7 @@
 mod alert_sources;
 mod errors;
 mod hostile_targets;
+mod limits;
 mod open_model;
 mod scenarios;
 mod stop;

@@ -188,6 +188,8 @@ async fn a_target_that_never_answers_gives_timeout_errors() {
         "500ms",
         "--timeout",
         "200ms",
+        "--max-error-ratio",
+        "1",
     ])
     .await;
     assert_eq!(report["errors_by_kind"]["timeout"], 10);

@@ -44,7 +44,12 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(behaviour: Behaviour) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0", behaviour).await
+    }
+
+    /// The same on a given address (`[::1]:0` for IPv6).
+    pub async fn start_on(address: &str, behaviour: Behaviour) -> Self {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let arrivals: Arc<Mutex<Vec<Arrival>>> = Arc::default();
         let started = Instant::now();
