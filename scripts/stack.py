@@ -3,9 +3,11 @@
 
     scripts/stack.py up [--time-scale X]   start the stack (root: it makes network namespaces)
     scripts/stack.py status                every service: real or stand-in, state, health
-    scripts/stack.py logs SERVICE          a container's output (the json-file log)
+    scripts/stack.py logs [-f] [--tail N] SERVICE   a container's output (the json-file log)
     scripts/stack.py run SERVICE [ARGS]    a one-off container (`docker compose run --rm`)
     scripts/stack.py stop SERVICE          stop one service, no restart (`docker compose stop`)
+    scripts/stack.py start SERVICE         start a stopped service again (`docker compose start`)
+    scripts/stack.py restart SERVICE       stop, then start (`docker compose restart`)
     scripts/stack.py check                 the checks of the whole stack (scripts/stack_runner/checks)
     scripts/stack.py down [-v]             stop everything, remove namespaces (and volumes with -v)
     scripts/stack.py test                  up + check + down, with free host ports (scripts/test)
@@ -59,9 +61,26 @@ def build_containers(project: compose.Project, state: Path, time_scale: float | 
         program = programs.program_for(project, service, facts, sys.executable, build)
         command = service.command or []
         # The one deviation from compose, and only when asked: scenarios run time-scaled.
-        extra = ["--time-scale", str(time_scale)] if time_scale and "scenario" in command and "run" in command else []
+        extra = ["--time-scale", str(time_scale)] if time_scale and is_scenario_run(command) else []
         containers[name] = Container(project, service, facts, program, net, state, extra)
     return containers, net
+
+
+def is_scenario_run(argv: list[str]) -> bool:
+    return "scenario" in argv and "run" in argv
+
+
+def busy_ports(project: compose.Project) -> list[str]:
+    """Host ports of the stack that something else already holds (said before anything starts)."""
+    busy = []
+    for name, service in project.services.items():
+        for port in service.ports:
+            with socket.socket() as probe:
+                try:
+                    probe.bind((port.host_ip, port.host_port))
+                except OSError as error:
+                    busy.append(f"{name}: {port.host_ip}:{port.host_port} ({error.strerror})")
+    return busy
 
 
 def read_state(state: Path) -> dict | None:
@@ -118,12 +137,17 @@ def cmd_up(args) -> int:
     except ComposeError as error:
         print(f"stack: {error}", file=sys.stderr)
         return 1
+    if busy := busy_ports(project):
+        print("stack: host ports already in use (set the *_PORT variables of .env to free ones):\n  "
+              + "\n  ".join(busy), file=sys.stderr)
+        return 1
     state.mkdir(parents=True, exist_ok=True)
     (state / "state.json").unlink(missing_ok=True)
     shutil.rmtree(state / "stopped", ignore_errors=True)
     # New containers start with new logs (compose's `up` after `down` recreates them).
     shutil.rmtree(state / "logs", ignore_errors=True)
     (state / "build").write_text(args.build)
+    (state / "time-scale").write_text(str(args.time_scale) if args.time_scale else "")
     argv = [sys.executable, __file__, "--state", str(state), "_supervise", "--build", args.build, "--network", mode]
     if args.time_scale:
         argv += ["--time-scale", str(args.time_scale)]
@@ -200,13 +224,24 @@ def cmd_status(args) -> int:
 
 
 def cmd_logs(args) -> int:
+    """`docker compose logs [-f] [--tail N] SERVICE`: the container's output, from its json-file log."""
     path = args.state / "logs" / f"{args.service}.log"
     if not path.exists():
         print(f"stack: no log for {args.service}", file=sys.stderr)
         return 1
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
-        sys.stdout.write(record["log"])
+    with open(path) as log:
+        lines = log.readlines()
+        for line in lines[-args.tail:] if args.tail is not None else lines:
+            sys.stdout.write(json.loads(line)["log"])
+        sys.stdout.flush()
+        while args.follow:     # until Ctrl-C, or the reader goes away
+            line = log.readline()
+            if line.endswith("\n"):
+                sys.stdout.write(json.loads(line)["log"])
+                sys.stdout.flush()
+            else:
+                log.seek(log.tell() - len(line))
+                time.sleep(0.2)   # a file has no "new line" event to wait on: poll it
     return 0
 
 
@@ -226,6 +261,46 @@ def cmd_stop(args) -> int:
     if alive(service["pid"]):
         os.kill(service["pid"], signal.SIGKILL)
     return 0
+
+
+def cmd_start(args) -> int:
+    """`docker compose start SERVICE`: starts a stopped service again (its restart policy, health
+    check and published ports as before)."""
+    current = read_state(args.state)
+    if not current or not alive(current.get("supervisor")):
+        print("stack: the stack is not up", file=sys.stderr)
+        return 2
+    service = current["services"].get(args.service)
+    if not service:
+        print(f"stack: no service {args.service!r}", file=sys.stderr)
+        return 2
+    if service["status"] == "running" and alive(service.get("pid")):
+        print(f"stack: {args.service} is already running")
+        return 0
+    (args.state / "stopped" / args.service).unlink(missing_ok=True)
+    (args.state / "start").mkdir(exist_ok=True)
+    (args.state / "start" / args.service).touch()
+    os.kill(current["supervisor"], signal.SIGUSR1)
+    starts = service["starts"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = (read_state(args.state) or {}).get("services", {}).get(args.service, {})
+        if now.get("starts", 0) > starts and now.get("status") == "running":
+            print(f"stack: {args.service} started")
+            return 0
+        time.sleep(0.2)
+    print(f"stack: {args.service} did not start within 30 s (see `stack.py logs {args.service}` "
+          f"and {args.state}/supervisor.log)", file=sys.stderr)
+    return 1
+
+
+def cmd_restart(args) -> int:
+    """`docker compose restart SERVICE`: stop (SIGTERM, SIGKILL after the grace period), then start."""
+    current = read_state(args.state)
+    service = (current or {}).get("services", {}).get(args.service)
+    if service and alive(service.get("pid")):
+        cmd_stop(args)
+    return cmd_start(args)
 
 
 def cmd_run(args) -> int:
@@ -266,6 +341,11 @@ def cmd_run(args) -> int:
     service = project.services[args.service]
     if args.args:
         service.command = list(args.args)
+    scale = (args.state / "time-scale").read_text().strip() if (args.state / "time-scale").exists() else ""
+    if scale and is_scenario_run([*(service.entrypoint or []), *(service.command or [])]) and "--time-scale" not in service.command:
+        # As `up --time-scale` did for the stack's own scenarios (the one deviation from compose).
+        service.command = [*service.command, "--time-scale", scale]
+        print(f"stack: run time-scaled ×{scale}, as `up --time-scale {scale}` asked", file=sys.stderr)
     service.environment.update(dict(item.split("=", 1) for item in args.env))
     facts = images.facts_for(project, service, programs.workspace_binaries(ROOT))
     build = (args.state / "build").read_text().strip()
@@ -342,7 +422,8 @@ def cmd_test(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state", type=Path, default=DEFAULT_STATE, help="where the run keeps its state")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{up,status,logs,run,start,stop,restart,check,down,test}")
     for name in ("up", "test", "_supervise"):
         p = sub.add_parser(name)
         p.add_argument("--time-scale", type=float, default=None,
@@ -361,9 +442,15 @@ def main() -> int:
     check.add_argument("--soak", type=float, default=0, metavar="SECONDS",
                        help="end with a soak: faults cycling for SECONDS, then prove nothing was lost")
     logs = sub.add_parser("logs")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines, as `docker compose logs -f`")
+    logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
     logs.add_argument("service")
     stop = sub.add_parser("stop", help="stop a service without restarting it, as `docker compose stop`")
     stop.add_argument("service")
+    start = sub.add_parser("start", help="start a stopped service again, as `docker compose start`")
+    start.add_argument("service")
+    restart = sub.add_parser("restart", help="stop and start a service, as `docker compose restart`")
+    restart.add_argument("service")
     run = sub.add_parser("run", help="a one-off container, as `docker compose run --rm SERVICE ARGS`")
     run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
                      help="set an environment variable in the container, as `docker compose run -e`")
@@ -372,8 +459,16 @@ def main() -> int:
     args = parser.parse_args()
     handlers = {"up": cmd_up, "_supervise": cmd_supervise, "down": cmd_down, "status": cmd_status,
                 "logs": cmd_logs, "check": cmd_check, "test": cmd_test, "run": cmd_run,
-                "stop": cmd_stop}
-    return handlers[args.command](args)
+                "stop": cmd_stop, "start": cmd_start, "restart": cmd_restart}
+    try:
+        return handlers[args.command](args)
+    except BrokenPipeError:
+        # The reader went away (`status | head -2`): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

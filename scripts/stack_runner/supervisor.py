@@ -56,6 +56,7 @@ class Supervisor:
         self.problem = ""
         self.started = time.time()
         self.publisher = Publisher()
+        self.start_asked = threading.Event()
         (state / "logs").mkdir(parents=True, exist_ok=True)
 
     # --- state -------------------------------------------------------------------------------
@@ -75,9 +76,11 @@ class Supervisor:
             document = {"supervisor": os.getpid(), "phase": self.phase, "problem": self.problem, "started": self.started,
                         "project": self.project.name, "network": self.network.mode,
                         "published": self.publisher.published, "services": services}
-        temporary = self.state / "state.json.tmp"
-        temporary.write_text(json.dumps(document, indent=1))
-        temporary.replace(self.state / "state.json")
+            # Under the lock, so two threads never write the same temporary file at once (its
+            # replace by one used to fail the other's with a traceback in supervisor.log).
+            temporary = self.state / "state.json.tmp"
+            temporary.write_text(json.dumps(document, indent=1))
+            temporary.replace(self.state / "state.json")
 
     def log_path(self, name: str) -> Path:
         return self.state / "logs" / f"{name}.log"
@@ -128,7 +131,7 @@ class Supervisor:
         policy = rt.container.service.restart
         stopped_on_purpose = (self.state / "stopped" / name).exists()   # `stack.py stop`, as `docker compose stop`
         if stopped_on_purpose:
-            rt.status = "stopped"
+            rt.status, rt.health, rt.health_detail = "stopped", "none", ""
             self.write_state()
         if self.stopping.is_set() or stopped_on_purpose or policy not in RESTART_POLICIES \
                 or (policy == "on-failure" and code == 0):
@@ -233,12 +236,30 @@ class Supervisor:
             depth[name] = 1 + max((depth[d] for d in deps), default=-1)
         return [[n for n in self.order if depth[n] == level] for level in range(max(depth.values()) + 1)]
 
+    def start_requested(self) -> None:
+        """`stack.py start SERVICE` (as `docker compose start`): it removes the service's `stopped`
+        mark, leaves a file in `<state>/start/` and sends SIGUSR1; a stopped or exited service
+        named there is started again."""
+        while not self.stopping.is_set():
+            self.start_asked.wait(1.0)     # a signal, or a look once a second for a request left over
+            self.start_asked.clear()
+            for request in sorted((self.state / "start").glob("*")):
+                rt = self.runtimes.get(request.name)
+                if rt is None or self.phase != "running":
+                    request.unlink(missing_ok=True)
+                elif rt.status in ("stopped", "exited"):
+                    request.unlink(missing_ok=True)
+                    self.start_service(request.name)
+                # else: its stop is still being recorded; the request waits for the next look
+
     def run_forever(self) -> int:
         def stop(signum, frame):
             self.stopping.set()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, lambda signum, frame: self.start_asked.set())
+        threading.Thread(target=self.start_requested, daemon=True).start()
         try:
             self.up()
         except Exception as error:   # the reason goes to state.json for `stack.py up` to print

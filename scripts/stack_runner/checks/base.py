@@ -140,6 +140,7 @@ class Stack:
     oneoff_reports: list = field(default_factory=list)     # their reports' status counts
     oneoff_spans: int = 0           # the client spans they exported
     oneoff_cancelled: int = 0       # requests they sent and cancelled at a stop (served or not)
+    started_again: dict = field(default_factory=dict)   # service -> extra starts a check caused on purpose
 
     def project(self):
         """The compose project as the run read it (limits, commands)."""

@@ -7,10 +7,11 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from . import correlations, incident, logs_pipeline, one_off, over_time, profiles, queries, ruler, services, soak
+from . import (correlations, incident, logs_pipeline, one_off, over_time, profiles, queries, ruler, runner_cli,
+               services, soak)
 from .base import CheckFailed, Ledger, Stack
 
-GROUPS = [services, over_time, logs_pipeline, profiles, correlations, incident, ruler, queries, one_off]
+GROUPS = [services, over_time, logs_pipeline, profiles, correlations, incident, ruler, queries, one_off, runner_cli]
 
 
 def summary(stack: Stack) -> str:
