@@ -34,6 +34,9 @@ pub enum Command {
     /// List or run incident scenarios (traffic + faults + the alerts they must trip).
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Between labs: clear both services' fault plans, then wait until the quick alerts have
+    /// resolved (the slow burn-rate ones are named, with how long they hold).
+    Reset(ResetArgs),
     /// Exit 0 if URL answers 2xx within 3 s, 1 otherwise (container healthchecks, no shell).
     Check {
         /// The URL to GET.
@@ -45,6 +48,22 @@ pub enum Command {
         #[arg(long, env = "ALERT_LOG_LISTEN", default_value = "127.0.0.1:9095")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    /// The entry service.
+    #[arg(long, env = "LOADGEN_TARGET")]
+    pub target: String,
+    /// The downstream service, whose faults are cleared too.
+    #[arg(long, env = "LOADGEN_DOWNSTREAM")]
+    pub downstream: Option<String>,
+    /// Prometheus, to wait for the alerts to resolve (without it: clear the faults only).
+    #[arg(long, env = "LOADGEN_PROMETHEUS")]
+    pub prometheus: Option<String>,
+    /// Give up waiting (exit 1) after this long.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod mix;
 pub mod progress;
 pub mod report;
+pub mod reset;
 pub mod run;
 pub mod scenario;
 pub mod schedule;

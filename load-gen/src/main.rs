@@ -80,6 +80,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scenario(ScenarioCommand::Run(args)) => {
             load_gen::cli::run_scenario_command(args, print_report).await
         }
+        Command::Reset(args) => {
+            let plan = load_gen::reset::ResetPlan {
+                services: std::iter::once(args.target)
+                    .chain(args.downstream)
+                    .collect(),
+                prometheus: args.prometheus,
+                wait: args.wait,
+            };
+            let quiet = load_gen::reset::reset(&plan, on_interrupt()).await?;
+            Ok(if quiet {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Check { url } => {
             let (status, _) = load_gen::client::fetch(
                 hyper::Method::GET,

@@ -43,6 +43,17 @@ struct RawExpect {
     within: Option<String>,
     #[serde(default)]
     none_firing_at_end: bool,
+    /// `pending` (the default: pending or firing will do) or `firing`.
+    state: Option<String>,
+}
+
+/// The state an expected alert must reach within `expect.within`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedState {
+    /// Pending or firing: the rule's condition held.
+    Active,
+    /// Firing: the condition held for the rule's whole `for:`.
+    Firing,
 }
 
 /// Which sample-app service a fault goes to.
@@ -86,6 +97,8 @@ pub struct Scenario {
     pub expected_alerts: Vec<String>,
     /// How long after the first fault (or the start) each expected alert has to appear.
     pub within: Duration,
+    /// What "the alert fired" means for `expected_alerts`.
+    pub expected_state: ExpectedState,
     pub none_firing_at_end: bool,
 }
 
@@ -146,6 +159,11 @@ impl Scenario {
             Some(w) => duration("expect.within", &w)?,
             None => total,
         };
+        let expected_state = match raw.expect.state.as_deref() {
+            None | Some("pending") => ExpectedState::Active,
+            Some("firing") => ExpectedState::Firing,
+            Some(other) => bail!("expect.state: '{other}' is not 'pending' or 'firing'"),
+        };
         Ok(Self {
             name: name.to_owned(),
             description: raw.description,
@@ -154,6 +172,7 @@ impl Scenario {
             faults,
             expected_alerts: raw.expect.alerts,
             within,
+            expected_state,
             none_firing_at_end: raw.expect.none_firing_at_end,
         })
     }

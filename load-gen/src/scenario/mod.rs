@@ -7,7 +7,7 @@ mod runner;
 mod verify;
 
 pub use alert_sources::{Alert, AlertSource, SourceKind, check_expected};
-pub use file::{FaultStep, Scenario, Service, Traffic, list};
+pub use file::{ExpectedState, FaultStep, Scenario, Service, Traffic, list};
 pub use runner::{Endpoints, ScenarioOutcome, StoppedBeforeTraffic, run_scenario};
 pub use verify::{AlertWatch, Sighting, Sightings, Verdict};
 

@@ -13,7 +13,7 @@ use std::{
 use anyhow::Context;
 
 use super::{
-    Scenario,
+    ExpectedState, Scenario,
     alert_sources::{Alert, AlertSource},
 };
 
@@ -35,6 +35,8 @@ pub struct Sighting {
 pub struct Sightings {
     pub caused: BTreeMap<String, Sighting>,
     pub earlier: BTreeMap<String, Sighting>,
+    /// When each alert in `caused` was first seen firing.
+    pub fired: BTreeMap<String, Sighting>,
     active: Option<BTreeSet<String>>,
 }
 
@@ -61,6 +63,17 @@ impl Sightings {
                     state: alert.state.clone(),
                     source: alert.source,
                 });
+            }
+        }
+        for alert in &ours {
+            if alert.state == "firing" && self.caused.contains_key(alert.name()) {
+                self.fired
+                    .entry(alert.name().to_owned())
+                    .or_insert(Sighting {
+                        at,
+                        state: alert.state.clone(),
+                        source: alert.source,
+                    });
             }
         }
         self.active = Some(ours.iter().map(|a| a.name().to_owned()).collect());
@@ -143,10 +156,30 @@ impl Verdict {
         let mut lines = Vec::new();
         let mut passed = true;
         for expected in &scenario.expected_alerts {
+            let fired = seen.fired.get(expected);
+            // Which state was seen when, always: "pending" and "firing" teach different things.
+            let firing = match fired {
+                Some(f) => format!(", firing {:.0} s in", f.at.as_secs_f64()),
+                None => ", never firing during the run".to_owned(),
+            };
             match seen.caused.get(expected) {
+                Some(s)
+                    if scenario.expected_state == ExpectedState::Firing
+                        && fired.is_none_or(|f| f.at > deadline) =>
+                {
+                    passed = false;
+                    lines.push(format!(
+                        "FAIL  {expected} became {} {:.0} s into the run ({}){firing}: the scenario \
+                         expects it firing within {:.0} s",
+                        s.state,
+                        s.at.as_secs_f64(),
+                        s.source,
+                        deadline.as_secs_f64()
+                    ));
+                }
                 Some(s) if s.at <= deadline => {
                     lines.push(format!(
-                        "PASS  {expected} became {} {:.0} s into the run ({})",
+                        "PASS  {expected} became {} {:.0} s into the run ({}){firing}",
                         s.state,
                         s.at.as_secs_f64(),
                         s.source
@@ -247,12 +280,55 @@ mod tests {
         let v = Verdict::judge(&s, &seen, &[]);
         assert!(!v.passed);
         assert!(
-            v.lines[0] == "PASS  A became pending 39 s into the run (Loki ruler)"
+            v.lines[0]
+                == "PASS  A became pending 39 s into the run (Loki ruler), never firing during the run"
                 && v.lines[1].starts_with("FAIL  B")
                 && v.lines[2].contains("never"),
             "{:?}",
             v.lines
         );
+    }
+
+    #[test]
+    fn a_scenario_that_expects_firing_fails_on_an_alert_that_was_only_pending() {
+        let text = "description = 'x'\n[traffic]\nrate = 1\nduration = '300s'\n[[fault]]\nat = '10s'\nservice = 'entry'\nplan = { cpu_burn_ms = 60 }\n[expect]\nalerts = ['Cpu']\nwithin = '200s'\nstate = 'firing'\n";
+        let s = Scenario::parse("t", text).unwrap();
+        let fault = Duration::from_secs(10);
+        let mut seen = Sightings::default();
+        seen.record(Duration::ZERO, fault, &[]);
+        seen.record(
+            Duration::from_secs(70),
+            fault,
+            &[alert("Cpu", "sample-app", "pending")],
+        );
+        let only_pending = Verdict::judge(&s, &seen, &[]);
+        assert!(!only_pending.passed, "{:?}", only_pending.lines);
+        assert!(
+            only_pending.lines[0].contains(
+                "never firing during the run: the scenario expects it firing within 210 s"
+            ),
+            "{:?}",
+            only_pending.lines
+        );
+        seen.record(
+            Duration::from_secs(190),
+            fault,
+            &[alert("Cpu", "sample-app", "firing")],
+        );
+        let fired = Verdict::judge(&s, &seen, &[]);
+        assert!(fired.passed, "{:?}", fired.lines);
+        assert_eq!(
+            fired.lines[0],
+            "PASS  Cpu became pending 70 s into the run (Prometheus), firing 190 s in"
+        );
+    }
+
+    #[test]
+    fn an_unknown_expected_state_is_refused() {
+        let text =
+            "description = 'x'\n[traffic]\nrate = 1\nduration = '3s'\n[expect]\nstate = 'fired'\n";
+        let error = Scenario::parse("t", text).unwrap_err();
+        assert!(format!("{error:#}").contains("expect.state"), "{error:#}");
     }
 
     #[test]

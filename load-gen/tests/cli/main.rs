@@ -6,6 +6,7 @@ mod errors;
 mod hostile_targets;
 mod limits;
 mod open_model;
+mod reset;
 mod scenarios;
 mod stop;
 mod support;
