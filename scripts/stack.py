@@ -121,9 +121,27 @@ def network_mode(asked: str) -> str:
     return "loopback"
 
 
+def missing_modules() -> list[str]:
+    """Python modules the runner and its stand-ins import, that this interpreter lacks."""
+    import importlib
+
+    missing = []
+    for name in ("yaml", "grpc", "google.protobuf", "opentelemetry.proto"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 def cmd_up(args) -> int:
     if os.geteuid() != 0:
-        print("stack: `up` needs root (network and mount namespaces, cgroups)", file=sys.stderr)
+        print("stack: `up` needs root (network and mount namespaces, cgroups): run it as root, or with sudo",
+              file=sys.stderr)
+        return 2
+    if missing := missing_modules():
+        print(f"stack: this Python ({sys.executable}) lacks {', '.join(missing)}, which the stand-ins need: "
+              "run the runner with .venv/bin/python, which `scripts/install-test-tools` makes", file=sys.stderr)
         return 2
     state: Path = args.state
     current = read_state(state)
@@ -341,6 +359,9 @@ def cmd_run(args) -> int:
     service = project.services[args.service]
     if args.args:
         service.command = list(args.args)
+    if (why := needs_real_loki(current, service)) is not None:
+        print(f"stack: skipped: {why}", file=sys.stderr)
+        return 1
     scale = (args.state / "time-scale").read_text().strip() if (args.state / "time-scale").exists() else ""
     if scale and is_scenario_run([*(service.entrypoint or []), *(service.command or [])]) and "--time-scale" not in service.command:
         # As `up --time-scale` did for the stack's own scenarios (the one deviation from compose).
@@ -375,6 +396,33 @@ def cmd_run(args) -> int:
         net.detach(name)
         slot.release()
         shutil.rmtree(container.dir, ignore_errors=True)
+
+
+def needs_real_loki(current: dict, service: compose.Service) -> str | None:
+    """Why a scenario cannot pass here, when it expects an alert of Loki's ruler and Loki is the
+    stand-in (which evaluates no rules); None otherwise."""
+    import tomllib
+
+    import yaml
+
+    if current["services"].get("loki", {}).get("program") != "stand-in":
+        return None
+    argv = [*(service.entrypoint or []), *(service.command or [])]
+    if not is_scenario_run(argv):
+        return None
+    name = argv[argv.index("run") + 1] if argv.index("run") + 1 < len(argv) else ""
+    path = ROOT / "load-gen/scenarios" / f"{name}.toml"
+    if not path.is_file():
+        return None   # load-gen itself says what is wrong with the name
+    expected = set(tomllib.loads(path.read_text()).get("expect", {}).get("alerts", []))
+    log_alerts = {rule["alert"] for rules in (ROOT / "loki/rules").rglob("*.y*ml")
+                  for group in (yaml.safe_load(rules.read_text()) or {}).get("groups", [])
+                  for rule in group.get("rules", []) if "alert" in rule}
+    if not expected & log_alerts:
+        return None
+    return (f"scenario {name} expects {', '.join(sorted(expected & log_alerts))}, an alert of Loki's ruler, but Loki "
+            "is a stand-in here (LOKI_BIN not set), which evaluates no LogQL rules: the scenario could only fail. "
+            "Run the stack with LOKI_BIN=/path/to/loki (README, \"Real Loki and Tempo\") for this lab.")
 
 
 def wait_for_one_off(process: subprocess.Popen, signals: list[tuple[int, float]]) -> int:

@@ -2,7 +2,8 @@
 `logs --tail N` and `logs -f`, `stop` then `start` and `restart` (a stopped service used to be
 impossible to start again: `up` said "already up"), `status` into a pipe that closes early (it
 used to end in a BrokenPipeError traceback), and a second `up` whose host ports are taken
-(refused at once, naming the ports, instead of after minutes of retries)."""
+(refused at once, naming the ports, instead of after minutes of retries), and a log-alert lab on
+the Loki stand-in (refused with the reason)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def check(stack: Stack) -> None:
                        f"runner: `status | head -1` ends quietly ({piped.stderr.strip()[-120:] or 'no error'})")
     stop_and_start(stack)
     second_up(stack)
+    stand_in_loki(stack)
 
 
 def follow(stack: Stack) -> None:
@@ -77,3 +79,15 @@ def second_up(stack: Stack) -> None:
         stack.ledger.check(up.returncode == 1 and named and took < 30,
                            f"runner: a second `up` on the same host ports is refused in {took:.1f} s, naming them "
                            f"({named[0].strip() if named else up.stderr.strip()[-200:]})")
+
+
+def stand_in_loki(stack: Stack) -> None:
+    """Lab 7 needs Loki's ruler: with the stand-in, `run scenario error-logs` says why it cannot
+    pass, at once, instead of failing two minutes later with "never became pending"."""
+    if stack.real("loki"):
+        return
+    started = time.monotonic()
+    refused = run(stack, "run", "scenario", "error-logs", timeout=60)
+    stack.ledger.check(refused.returncode == 1 and "LOKI_BIN" in refused.stderr and time.monotonic() - started < 30,
+                       f"runner: with the Loki stand-in, `run scenario error-logs` is refused at once with the reason "
+                       f"({refused.stderr.strip()[:100]}…)")
