@@ -18,8 +18,12 @@ use crate::{
     telemetry::{metrics::AppMetrics, profiles::Profiler},
 };
 
-/// Orders kept in memory; beyond this the oldest are forgotten.
+/// Orders kept in memory; beyond this the oldest are forgotten — except the first
+/// [`KEPT_FOREVER`], which load-gen's request mix reads (`/api/orders/{{int 1 300}}`): a flood
+/// of new orders must not turn a third of a later run's reads into 404s.
 pub const MAX_ORDERS: usize = 10_000;
+/// The first orders, never forgotten (ids 1 to this).
+pub const KEPT_FOREVER: u64 = 1_000;
 /// `/generate-load` bursts that may burn CPU at once; more get 429.
 pub const MAX_CONCURRENT_BURSTS: usize = 4;
 
@@ -70,7 +74,10 @@ impl OrderBook {
         let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
         orders.insert(id, order.clone());
         while orders.len() > MAX_ORDERS {
-            orders.pop_first();
+            let Some(oldest) = orders.range(KEPT_FOREVER + 1..).next().map(|(id, _)| *id) else {
+                break;
+            };
+            orders.remove(&oldest);
         }
         order
     }
@@ -97,14 +104,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_book_forgets_the_oldest_orders_beyond_its_bound() {
+    fn the_book_forgets_the_oldest_orders_beyond_its_bound_but_keeps_the_first_ones() {
         let book = OrderBook::default();
         for i in 0..MAX_ORDERS + 5 {
             book.insert(format!("item-{i}"), 1, String::new());
         }
         assert_eq!(book.len(), MAX_ORDERS);
-        assert!(book.get(5).is_none());
-        assert_eq!(book.get(6).unwrap().item, "item-5");
+        let first_forgotten = KEPT_FOREVER + 1;
+        assert!(book.get(first_forgotten + 4).is_none());
+        assert_eq!(
+            book.get(first_forgotten + 5).unwrap().item,
+            format!("item-{}", first_forgotten + 4)
+        );
+        for id in [1, 300, KEPT_FOREVER] {
+            assert!(book.get(id).is_some(), "order {id} was forgotten");
+        }
         assert_eq!(
             book.get((MAX_ORDERS + 5) as u64).unwrap().item,
             format!("item-{}", MAX_ORDERS + 4)
