@@ -33,6 +33,7 @@ def check(stack: Stack) -> None:
     stop_and_start(stack)
     second_up(stack)
     stand_in_loki(stack)
+    alert_links(stack)
 
 
 def follow(stack: Stack) -> None:
@@ -91,3 +92,19 @@ def stand_in_loki(stack: Stack) -> None:
     stack.ledger.check(refused.returncode == 1 and "LOKI_BIN" in refused.stderr and time.monotonic() - started < 30,
                        f"runner: with the Loki stand-in, `run scenario error-logs` is refused at once with the reason "
                        f"({refused.stderr.strip()[:100]}…)")
+
+
+def alert_links(stack: Stack) -> None:
+    """Notifications link to Prometheus at the address a browser on the host reaches (compose
+    sets --web.external-url), not at the container's id."""
+    published = next((p["host"] for p in stack.state["published"] if p["service"] == "prometheus"), None)
+    port = published.rsplit(":", 1)[1] if published else "9090"
+    links = [record.get("generator_url", "") for record in stack.json_log("alert-log") if "generator_url" in record]
+    # Prometheus' own links: at its container port (before) or at the published one (now).
+    links = [link for link in links if ":9090/" in link or f"localhost:{port}/" in link]
+    if not links:
+        stack.ledger.skip("alert links open on the host", "no Prometheus notification reached alert-log yet")
+        return
+    wrong = [link for link in links if not link.startswith(f"http://localhost:{port}/")]
+    stack.ledger.check(not wrong, f"runner: {len(links)} alert notifications link to http://localhost:{port}/ "
+                                  f"({wrong[0][:60] if wrong else 'all of them'})")
