@@ -54,7 +54,7 @@ def stop(stack: Stack, process: subprocess.Popen, files: tuple, what: str) -> No
     for f in files:
         f.close()
     stack.count_oneoff(out, err)
-    tail = err.strip().splitlines()[-2:]
+    tail = [line for line in err.strip().splitlines() if not line.startswith("evidence:")][-2:]
     stack.ledger.check(process.returncode == 130 and took <= STOP_BOUND,
                        f"one-off: {what}: Ctrl-C ended it in {took:.1f} s (bound {STOP_BOUND:.0f} s), exit "
                        f"{process.returncode} ({tail})")
