@@ -91,13 +91,25 @@ def read_state(state: Path) -> dict | None:
 
 
 def alive(pid: int | None) -> bool:
+    """Running: a zombie is not (`test` starts the supervisor as its own child, and a `down` in
+    the same process used to wait the full 120 s for an exited supervisor nobody had reaped)."""
     if not pid:
         return False
     try:
         os.kill(pid, 0)
-        return True
     except ProcessLookupError:
         return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    if state == "Z":
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return False
+    return True
 
 
 def free_port() -> int:
