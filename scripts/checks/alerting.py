@@ -188,9 +188,9 @@ def check_grafana(spec: dict) -> None:
     names = grafana_alerting.contact_point_names(alerting)
     if names != set(spec["contact_points"]):
         fail(f"docs/contracts.md ## Alerting: grafana.contact_points is {spec['contact_points']}, provisioned {sorted(names)}")
-    toggles = set(env.get("GF_FEATURE_TOGGLES_ENABLE", "").replace(" ", ",").split(","))
-    for toggle in set(spec["feature_toggles"]) - toggles:
-        fail(f"docker-compose.yml: grafana must enable the feature toggle {toggle} (docs/contracts.md ## Alerting)")
+    for toggle in set(spec["feature_toggles"]) - grafana_alerting.enabled_toggles(env):
+        fail(f"docker-compose.yml: grafana must enable the feature toggle {toggle} with "
+             f"{grafana_alerting.TOGGLE_PREFIX}{toggle}: \"true\" (docs/contracts.md ## Alerting)")
     reached = {str(p.get("receiver")) for tree in alerting.policies for p in walk_routes(tree)}
     for example in set(spec["examples"]) & reached:
         fail(f"grafana/provisioning/alerting: a policy sends to {example} with .env's placeholders: it must stay inert by default")
@@ -239,6 +239,10 @@ SELF_TESTS = [
      "    receiver: alert-log", "    receiver: alert-logs"),
     ("a template no contact point can find", "grafana/provisioning/alerting/templates.yaml",
      'define "four-signal.title"', 'define "four-signal.heading"'),
+    ("the feature toggle in the list form Grafana deprecated (the compose file before issue 22)", "docker-compose.yml",
+     'GF_FEATURE_TOGGLES_tempoAlerting: "true"', "GF_FEATURE_TOGGLES_ENABLE: tempoAlerting"),
+    ("the feature toggle turned off", "docker-compose.yml",
+     'GF_FEATURE_TOGGLES_tempoAlerting: "true"', 'GF_FEATURE_TOGGLES_tempoAlerting: "false"'),
 ]
 
 

@@ -228,15 +228,34 @@ def query_problems(where: str, query: dict, refs: set[str], datasource_uids: set
     return found
 
 
+# One variable per feature toggle, GF_FEATURE_TOGGLES_<name>=true: the form Grafana supports since
+# grafana/grafana#121271 (opened 2026-03-27, merged), which deprecated the list form
+# GF_FEATURE_TOGGLES_ENABLE=<name>,<name>. Only "true" is taken as on here: the form that PR
+# documents.
+TOGGLE_PREFIX = "GF_FEATURE_TOGGLES_"
+DEPRECATED_TOGGLE_LIST = "GF_FEATURE_TOGGLES_ENABLE"
+
+
+def enabled_toggles(env: dict[str, str]) -> set[str]:
+    """The feature toggles an environment turns on in the supported form (the deprecated list
+    is not counted: toggle_problems names it)."""
+    return {key[len(TOGGLE_PREFIX):] for key, value in env.items()
+            if key.startswith(TOGGLE_PREFIX) and key != DEPRECATED_TOGGLE_LIST and str(value).strip().lower() == "true"}
+
+
 def toggle_problems(alerting: Alerting, env: dict[str, str]) -> list[str]:
     """Tempo is an alerting data source only with the tempoAlerting feature toggle (experimental
     in 13.2; pkg/plugins config TempoAlertingEnabled): without it the rule cannot be evaluated."""
-    toggles = {t.strip() for t in env.get("GF_FEATURE_TOGGLES_ENABLE", "").replace(" ", ",").split(",")}
+    found = []
+    if DEPRECATED_TOGGLE_LIST in env:
+        found.append(f"alerting: {DEPRECATED_TOGGLE_LIST}={env[DEPRECATED_TOGGLE_LIST]} is the form Grafana deprecated "
+                     f"(grafana/grafana#121271): set {TOGGLE_PREFIX}<name>: \"true\" for each toggle")
     uses_tempo = [r.get("title") for g in alerting.groups for r in g["rules"]
                   if any(isinstance(q, dict) and q.get("datasourceUid") == "tempo" for q in r.get("data") or [])]
-    if uses_tempo and "tempoAlerting" not in toggles:
-        return [f"alerting: rules {uses_tempo} query Tempo, which alerting accepts only with GF_FEATURE_TOGGLES_ENABLE=tempoAlerting"]
-    return []
+    if uses_tempo and "tempoAlerting" not in enabled_toggles(env):
+        found.append(f"alerting: rules {uses_tempo} query Tempo, which alerting accepts only with "
+                     f"{TOGGLE_PREFIX}tempoAlerting=true")
+    return found
 
 
 def effective_rules(provisioning: Path, env: dict[str, str]) -> list[dict]:
