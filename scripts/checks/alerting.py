@@ -19,8 +19,11 @@ Grafana-managed alerting (grafana/provisioning/alerting/):
   resolves) with the environment compose gives Grafana;
 - every rule's queries parse with their real grammar (PromQL: promql-parser; LogQL, TraceQL:
   Grafana's lezer grammars) and read only metrics, spans and attributes that exist;
-- every rule has the labels the notification policies route on; the example contact points
-  (Slack, Email, PagerDuty) are reached by no route while .env keeps their placeholders;
+- every rule has the labels the notification policies route on and group by, and reads Tempo's
+  series labels without the double quotes Grafana's Tempo data source puts around them; the
+  compose environment turns the toggles on in the supported GF_FEATURE_TOGGLES_<name> form; the
+  example contact points (Slack, Email, PagerDuty) are reached by no route while .env keeps
+  their placeholders;
 - Prometheus and Loki keep managing alerts in Grafana's UI (jsonData.manageAlerts not false).
 Rule metadata (severity, summary, description with the value, runbook, dashboard) of all three
 rulers is checked by contracts.py. `--self-test` applies known drifts to the files, one at a
@@ -239,6 +242,12 @@ SELF_TESTS = [
      "    receiver: alert-log", "    receiver: alert-logs"),
     ("a template no contact point can find", "grafana/provisioning/alerting/templates.yaml",
      'define "four-signal.title"', 'define "four-signal.heading"'),
+    ("a Tempo label read with its double quotes (the rule before issue 22)", "grafana/provisioning/alerting/rules.yaml",
+     """summary: '{{ reReplaceAll "\\"" "" (index .Labels "resource.service.name") }}""",
+     """summary: '{{ index $labels "resource.service.name" }}"""),
+    ("a Tempo rule without the service label the policies group by (the rule before issue 22)",
+     "grafana/provisioning/alerting/rules.yaml",
+     """          service: '{{ reReplaceAll "\\"" "" (index .Labels "resource.service.name") }}'\n""", ""),
     ("the feature toggle in the list form Grafana deprecated (the compose file before issue 22)", "docker-compose.yml",
      'GF_FEATURE_TOGGLES_tempoAlerting: "true"', "GF_FEATURE_TOGGLES_ENABLE: tempoAlerting"),
     ("the feature toggle turned off", "docker-compose.yml",
