@@ -18,15 +18,18 @@ Checks so far:
   the code writes (metric and exemplar labels, log fields, profile labels) and the labels and
   structured metadata Alloy makes of them; datasource UIDs, names and every correlation's
   mapping; every tempo.yaml key one Tempo 3.0.3 has and uses (tempo/config-keys.lock.yaml);
-  the RAM budget in docs/setup.md is the sum of the limits;
+  Prometheus' retention set once, by the deprecated flag only while the tests' promtool refuses
+  the config key; the RAM budget in docs/setup.md is the sum of the limits;
   every service carries the stack label Alloy filters on; usage reporting is off everywhere;
   the three waits of Loki's /ready are short.
 """
 
 import math
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -433,6 +436,32 @@ def check_tempo() -> None:
             fail("tempo/tempo.yaml: OTLP receivers must bind 0.0.0.0 (they default to localhost)")
 
 
+def check_prometheus_retention(compose: dict) -> None:
+    """Prometheus v3.8.0 deprecated --storage.tsdb.retention.time/.size for prometheus.yml's
+    storage.tsdb.retention (v3.14.0 cmd/prometheus/main.go:508, :511; config/config.go:1106-1115,
+    :1168). Compose keeps the flag because the tests' Prometheus 2.42 refuses that key, and 3.14
+    still honours the flag as the default of a file without one (main.go:732-741). Retention in
+    both places leaves the flag dead (the file wins); and the day the tests' promtool accepts
+    the key, the reason is gone: both fail here."""
+    command = [str(a) for a in compose["services"]["prometheus"].get("command", [])]
+    flags = [a for a in command if a.startswith("--storage.tsdb.retention")]
+    config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
+    in_file = ((config.get("storage") or {}).get("tsdb") or {}).get("retention")
+    if flags and in_file:
+        fail(f"docker-compose.yml prometheus {flags} and prometheus/prometheus.yml storage.tsdb.retention both set "
+             "retention: Prometheus 3 takes the file's and ignores the flag")
+    if not flags or in_file or not shutil.which("promtool"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "prometheus.yml"
+        probe.write_text(yaml.safe_dump({**config, "rule_files": [],
+                                         "storage": {"tsdb": {"retention": {"time": "7d"}}}}))
+        result = subprocess.run(["promtool", "check", "config", str(probe)], capture_output=True, text=True)
+    if result.returncode == 0:
+        fail(f"docker-compose.yml prometheus {flags}: deprecated since Prometheus v3.8.0, kept only because promtool "
+             "rejected prometheus.yml's storage.tsdb.retention; this promtool accepts it: move retention there")
+
+
 def tempo_key_problems(node: dict, keys: dict, prefix: str) -> list[str]:
     """Keys of tempo.yaml that Tempo 3.0.3 does not have (it would refuse to start)."""
     found = []
@@ -548,6 +577,7 @@ def check_stack() -> None:
     check_app_names()
     check_datasources()
     check_tempo()
+    check_prometheus_retention(compose)
     check_stack_label(compose)
     check_usage_reporting(compose)
     check_loki_ready()
@@ -594,6 +624,9 @@ SELF_TESTS = [
     ("metrics_generator_client, kept by Tempo 3 for one release and read by nothing", "tempo/tempo.yaml",
      "\nusage_report:\n", "\nmetrics_generator_client:\n  grpc_client_config: {}\nusage_report:\n",
      "`metrics_generator_client` is accepted but unused"),
+    ("retention in prometheus.yml as well as the deprecated flag (2.42's promtool also refuses the file)",
+     "prometheus/prometheus.yml", "\nrule_files:\n", "\nstorage:\n  tsdb:\n    retention:\n      time: 7d\n\nrule_files:\n",
+     "both set retention"),
     ("a key Tempo 3.0.3 does not have", "tempo/tempo.yaml",
      "  max_concurrent_queries: 4", "  max_concurrent_querys: 4", "`querier.max_concurrent_querys` is not a Tempo 3.0.3 key"),
 ]
