@@ -19,8 +19,11 @@ Grafana-managed alerting (grafana/provisioning/alerting/):
   resolves) with the environment compose gives Grafana;
 - every rule's queries parse with their real grammar (PromQL: promql-parser; LogQL, TraceQL:
   Grafana's lezer grammars) and read only metrics, spans and attributes that exist;
-- every rule has the labels the notification policies route on; the example contact points
-  (Slack, Email, PagerDuty) are reached by no route while .env keeps their placeholders;
+- every rule has the labels the notification policies route on and group by, and reads Tempo's
+  series labels without the double quotes Grafana's Tempo data source puts around them; the
+  compose environment turns the toggles on in the supported GF_FEATURE_TOGGLES_<name> form; the
+  example contact points (Slack, Email, PagerDuty) are reached by no route while .env keeps
+  their placeholders;
 - Prometheus and Loki keep managing alerts in Grafana's UI (jsonData.manageAlerts not false).
 Rule metadata (severity, summary, description with the value, runbook, dashboard) of all three
 rulers is checked by contracts.py. `--self-test` applies known drifts to the files, one at a
@@ -188,9 +191,9 @@ def check_grafana(spec: dict) -> None:
     names = grafana_alerting.contact_point_names(alerting)
     if names != set(spec["contact_points"]):
         fail(f"docs/contracts.md ## Alerting: grafana.contact_points is {spec['contact_points']}, provisioned {sorted(names)}")
-    toggles = set(env.get("GF_FEATURE_TOGGLES_ENABLE", "").replace(" ", ",").split(","))
-    for toggle in set(spec["feature_toggles"]) - toggles:
-        fail(f"docker-compose.yml: grafana must enable the feature toggle {toggle} (docs/contracts.md ## Alerting)")
+    for toggle in set(spec["feature_toggles"]) - grafana_alerting.enabled_toggles(env):
+        fail(f"docker-compose.yml: grafana must enable the feature toggle {toggle} with "
+             f"{grafana_alerting.TOGGLE_PREFIX}{toggle}: \"true\" (docs/contracts.md ## Alerting)")
     reached = {str(p.get("receiver")) for tree in alerting.policies for p in walk_routes(tree)}
     for example in set(spec["examples"]) & reached:
         fail(f"grafana/provisioning/alerting: a policy sends to {example} with .env's placeholders: it must stay inert by default")
@@ -239,6 +242,16 @@ SELF_TESTS = [
      "    receiver: alert-log", "    receiver: alert-logs"),
     ("a template no contact point can find", "grafana/provisioning/alerting/templates.yaml",
      'define "four-signal.title"', 'define "four-signal.heading"'),
+    ("a Tempo label read with its double quotes (the rule before issue 22)", "grafana/provisioning/alerting/rules.yaml",
+     """summary: '{{ reReplaceAll "\\"" "" (index .Labels "resource.service.name") }}""",
+     """summary: '{{ index $labels "resource.service.name" }}"""),
+    ("a Tempo rule without the service label the policies group by (the rule before issue 22)",
+     "grafana/provisioning/alerting/rules.yaml",
+     """          service: '{{ reReplaceAll "\\"" "" (index .Labels "resource.service.name") }}'\n""", ""),
+    ("the feature toggle in the list form Grafana deprecated (the compose file before issue 22)", "docker-compose.yml",
+     'GF_FEATURE_TOGGLES_tempoAlerting: "true"', "GF_FEATURE_TOGGLES_ENABLE: tempoAlerting"),
+    ("the feature toggle turned off", "docker-compose.yml",
+     'GF_FEATURE_TOGGLES_tempoAlerting: "true"', 'GF_FEATURE_TOGGLES_tempoAlerting: "false"'),
 ]
 
 

@@ -17,15 +17,19 @@ Checks so far:
   name = OTEL_SERVICE_NAME = Prometheus `service` = Loki/Pyroscope `service_name`); the names
   the code writes (metric and exemplar labels, log fields, profile labels) and the labels and
   structured metadata Alloy makes of them; datasource UIDs, names and every correlation's
-  mapping; no Tempo 2 key Tempo 3 refuses or ignores; the RAM budget in docs/setup.md is the sum of the limits;
+  mapping; every tempo.yaml key one Tempo 3.0.3 has and uses (tempo/config-keys.lock.yaml);
+  Prometheus' retention set once, by the deprecated flag only while the tests' promtool refuses
+  the config key; the RAM budget in docs/setup.md is the sum of the limits;
   every service carries the stack label Alloy filters on; usage reporting is off everywhere;
   the three waits of Loki's /ready are short.
 """
 
 import math
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -399,15 +403,25 @@ def check_datasources() -> None:
 
 
 def check_tempo() -> None:
-    """Tempo 3.0.3 reads its config strictly (yaml.UnmarshalStrict): the Tempo 2 blocks it no
-    longer has stop it at start, metrics_generator_client is accepted but ignored, and flat
-    overrides are refused unless overrides.enable_legacy_overrides is set."""
+    """Tempo 3.0.3 reads its config strictly (yaml.UnmarshalStrict): every key must be one it
+    has (tempo/config-keys.lock.yaml, generated from the pinned source), and none of the keys it
+    accepts but never uses (the lock's `unused`, with the source lines that show it); the Tempo 2
+    blocks it no longer has stop it at start, and flat overrides are refused unless
+    overrides.enable_legacy_overrides is set."""
     tempo = yaml.safe_load((ROOT / "tempo/tempo.yaml").read_text())
+    lock = yaml.safe_load((ROOT / "tempo/config-keys.lock.yaml").read_text())
+    for problem in tempo_key_problems(tempo, lock["keys"], ""):
+        fail(problem)
+    for path, spec in lock["unused"].items():
+        node = tempo
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            fail(f"tempo/tempo.yaml: `{path}` is accepted but unused by Tempo {lock['source']['tag']}: {spec['why']} "
+                 f"({', '.join(spec['evidence'])})")
     for key in ("ingester", "compactor", "ingester_client"):
         if key in tempo:
             fail(f"tempo/tempo.yaml: `{key}` does not exist in Tempo 3: it will not start")
-    if "metrics_generator_client" in tempo:
-        fail("tempo/tempo.yaml: `metrics_generator_client` is ignored by Tempo 3 (accepted for one release): leave it out")
     generator = tempo.get("metrics_generator", {})
     if "local_blocks" in generator.get("processor", {}) or "traces_storage" in generator:
         fail("tempo/tempo.yaml: the local_blocks processor and traces_storage do not exist in Tempo 3: it will not start")
@@ -420,6 +434,46 @@ def check_tempo() -> None:
     for proto in tempo["distributor"]["receivers"]["otlp"]["protocols"].values():
         if not proto["endpoint"].startswith("0.0.0.0:"):
             fail("tempo/tempo.yaml: OTLP receivers must bind 0.0.0.0 (they default to localhost)")
+
+
+def check_prometheus_retention(compose: dict) -> None:
+    """Prometheus v3.8.0 deprecated --storage.tsdb.retention.time/.size for prometheus.yml's
+    storage.tsdb.retention (v3.14.0 cmd/prometheus/main.go:508, :511; config/config.go:1106-1115,
+    :1168). Compose keeps the flag because the tests' Prometheus 2.42 refuses that key, and 3.14
+    still honours the flag as the default of a file without one (main.go:732-741). Retention in
+    both places leaves the flag dead (the file wins); and the day the tests' promtool accepts
+    the key, the reason is gone: both fail here."""
+    command = [str(a) for a in compose["services"]["prometheus"].get("command", [])]
+    flags = [a for a in command if a.startswith("--storage.tsdb.retention")]
+    config = yaml.safe_load((ROOT / "prometheus/prometheus.yml").read_text())
+    in_file = ((config.get("storage") or {}).get("tsdb") or {}).get("retention")
+    if flags and in_file:
+        fail(f"docker-compose.yml prometheus {flags} and prometheus/prometheus.yml storage.tsdb.retention both set "
+             "retention: Prometheus 3 takes the file's and ignores the flag")
+    if not flags or in_file or not shutil.which("promtool"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = Path(tmp) / "prometheus.yml"
+        probe.write_text(yaml.safe_dump({**config, "rule_files": [],
+                                         "storage": {"tsdb": {"retention": {"time": "7d"}}}}))
+        result = subprocess.run(["promtool", "check", "config", str(probe)], capture_output=True, text=True)
+    if result.returncode == 0:
+        fail(f"docker-compose.yml prometheus {flags}: deprecated since Prometheus v3.8.0, kept only because promtool "
+             "rejected prometheus.yml's storage.tsdb.retention; this promtool accepts it: move retention there")
+
+
+def tempo_key_problems(node: dict, keys: dict, prefix: str) -> list[str]:
+    """Keys of tempo.yaml that Tempo 3.0.3 does not have (it would refuse to start)."""
+    found = []
+    for key, value in node.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        spec = keys.get(str(key)) if isinstance(keys, dict) else None
+        if spec is None:
+            found.append(f"tempo/tempo.yaml: `{path}` is not a Tempo 3.0.3 key (tempo/config-keys.lock.yaml; a key "
+                         "the manifest leaves out belongs in OMITTED of tempo/tools/snapshot_keys.py): Tempo will not start")
+        elif isinstance(spec, dict) and isinstance(value, dict):
+            found += tempo_key_problems(value, spec, path)
+    return found
 
 
 def check_loki_ready() -> None:
@@ -523,6 +577,7 @@ def check_stack() -> None:
     check_app_names()
     check_datasources()
     check_tempo()
+    check_prometheus_retention(compose)
     check_stack_label(compose)
     check_usage_reporting(compose)
     check_loki_ready()
@@ -561,7 +616,47 @@ def check_label_bounds() -> None:
             fail(f"docs/contracts.md: {job}'s sample_limit leaves less than 2x headroom over its worst case")
 
 
+# Drifts the check must catch: (what, file, text, replacement, what the report must say).
+SELF_TESTS = [
+    ("storage.trace.wal, which Tempo 3.0.3 accepts and never uses (tempo.yaml before issue 22)", "tempo/tempo.yaml",
+     "    backend: local\n    local:\n", "    backend: local\n    wal:\n      path: /var/tempo/wal\n    local:\n",
+     "`storage.trace.wal` is accepted but unused"),
+    ("metrics_generator_client, kept by Tempo 3 for one release and read by nothing", "tempo/tempo.yaml",
+     "\nusage_report:\n", "\nmetrics_generator_client:\n  grpc_client_config: {}\nusage_report:\n",
+     "`metrics_generator_client` is accepted but unused"),
+    ("retention in prometheus.yml as well as the deprecated flag (2.42's promtool also refuses the file)",
+     "prometheus/prometheus.yml", "\nrule_files:\n", "\nstorage:\n  tsdb:\n    retention:\n      time: 7d\n\nrule_files:\n",
+     "both set retention"),
+    ("a key Tempo 3.0.3 does not have", "tempo/tempo.yaml",
+     "  max_concurrent_queries: 4", "  max_concurrent_querys: 4", "`querier.max_concurrent_querys` is not a Tempo 3.0.3 key"),
+]
+
+
+def self_test() -> int:
+    """Each drift of SELF_TESTS, applied to the file, must make the check fail and say so."""
+    missed = []
+    for what, rel, old, new, expect in SELF_TESTS:
+        path = ROOT / rel
+        original = path.read_text()
+        if old not in original:
+            missed.append(f"{what}: {rel} no longer contains {old!r}")
+            continue
+        path.write_text(original.replace(old, new, 1))
+        try:
+            result = subprocess.run([sys.executable, __file__], capture_output=True, text=True)
+        finally:
+            path.write_text(original)
+        if result.returncode == 0 or expect not in result.stderr:
+            missed.append(f"{what} ({rel}): {result.stderr.strip()[:300] or 'passed the check'}")
+    for m in missed:
+        print(f"contracts self-test: MISSED {m}", file=sys.stderr)
+    print(f"contracts self-test: {len(SELF_TESTS) - len(missed)} of {len(SELF_TESTS)} drifts caught")
+    return 1 if missed else 0
+
+
 def main() -> int:
+    if "--self-test" in sys.argv[1:]:
+        return self_test()
     rules = alerts()
     check_alert_metadata(rules)
     check_scenarios(rules)

@@ -44,6 +44,17 @@ OWN_SERVICES = {"sample-app": "four-signal", "sample-app-downstream": "four-sign
 # Environment values that must differ from compose: in-cluster addresses and the environment name.
 ADAPTED_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "PYROSCOPE_SERVER_ADDRESS", "OTEL_RESOURCE_ATTRIBUTES"}
 CLUSTER_DOMAIN = "svc.cluster.local"
+# Images whose programs write to their temp dir (TMPDIR, else /tmp) as part of normal work, with
+# the source that shows it at the pinned version: where such a container's root filesystem is
+# read-only, its temp dir must be a writable mount. Applies to the manifests and to what each
+# chart renders with our values (deploy/helm/charts.lock.yaml records every container).
+WRITES_TEMP_DIR = {
+    "four-signal/sample-app": "each heap profile is dumped to a temp file first: crate jemalloc_pprof "
+                              "0.9.0 src/lib.rs:154 (tempfile's NamedTempFile::new, in std::env::temp_dir)",
+    "grafana/pyroscope": "one binary for every component: the compaction worker recreates <temp dir>/"
+                         "pyroscope-compactor at start and exits if it cannot (Pyroscope v2.2.1 pkg/compactionworker/"
+                         "worker.go:54, :111-115); the admin page lists blocks there (pkg/operations/handlers.go:161)",
+}
 
 
 # kubernetes-validate reads and parses the 1.4 MB definitions file for every object: parse once.
@@ -160,6 +171,38 @@ class Check:
             if obj["kind"] == "Deployment" and obj["spec"].get("replicas", 1) > 1 and not covered:
                 self.fail(where, "more than one replica but no PodDisruptionBudget selects its pods")
             self.counts["workloads"] = self.counts.get("workloads", 0) + 1
+
+    def temp_dirs(self, objects: list[dict], lock: dict) -> None:
+        """A read-only root filesystem leaves a program that writes its temp dir without one."""
+        containers = []
+        for o in (o for o in objects if o["kind"] in WORKLOADS):
+            for c in self.snapshot_tool().filesystems(o):
+                containers.append((f"deploy/kubernetes {o['kind']}/{o['metadata']['name']} container {c['name']}", c))
+        for chart in lock["charts"]:
+            for r in chart.get("rendered", {}).get("resources", []):
+                if r["kind"] not in WORKLOADS:
+                    continue
+                if "containers" not in r:
+                    self.fail("deploy/helm/charts.lock.yaml", f"{chart['name']} {r['kind']}/{r['name']}: no containers "
+                                                              "recorded (run deploy/helm/tools/snapshot_keys.py --helm …)")
+                for c in r.get("containers", []):
+                    containers.append((f"{chart['values_file']} (renders {r['kind']}/{r['name']} container {c['name']})", c))
+        for where, c in containers:
+            why = WRITES_TEMP_DIR.get(image_repository(c["image"]))
+            temp = c["tempDir"].rstrip("/")
+            if why and c["readOnlyRootFilesystem"] and not any(
+                    temp == w.rstrip("/") or temp.startswith(w.rstrip("/") + "/") for w in c["writablePaths"]):
+                self.fail(where, f"read-only root filesystem and no writable volume at its temp dir {c['tempDir']} "
+                                 f"({why}): mount an emptyDir there")
+        self.counts["containers checked for a temp dir"] = len(containers)
+
+    def snapshot_tool(self):
+        """deploy/helm/tools/snapshot_keys.py, whose summary of a workload's filesystems the lock holds."""
+        if not hasattr(self, "_snapshot_tool"):
+            spec = importlib.util.spec_from_file_location("snapshot_keys", self.root / "deploy/helm/tools/snapshot_keys.py")
+            self._snapshot_tool = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(self._snapshot_tool)
+        return self._snapshot_tool
 
     # --- (c) Helm values keys ----------------------------------------------------------
     def helm_keys(self, lock: dict) -> None:
@@ -415,6 +458,7 @@ class Check:
         if objects:
             self.validate(objects, lock)
             self.lint_workloads(objects)
+            self.temp_dirs(objects, lock)
             self.helm_keys(lock)
             self.contracts(objects, lock)
         return self.problems
@@ -429,6 +473,15 @@ def map_paths(value, prefix="") -> list[str]:
             out.append(path)
             out += map_paths(child, path)
     return out
+
+
+def image_repository(image: str) -> str:
+    """grafana/pyroscope from docker.io/grafana/pyroscope:2.2.1 (registry, tag and digest dropped)."""
+    name = image.split("@", 1)[0]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        name = rest
+    return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
 
 
 def values_digest(path: Path) -> str:
@@ -457,6 +510,18 @@ MUTATIONS = [
      "          readinessProbe:\n", "          startupProbe:\n", "no readinessProbe"),
     ("a workload may write its root filesystem", "deploy/kubernetes/apps/load-gen.yaml",
      "readOnlyRootFilesystem: true", "readOnlyRootFilesystem: false", "readOnlyRootFilesystem"),
+    ("the sample app loses its writable /tmp under a read-only root", "deploy/kubernetes/apps/sample-app.yaml",
+     "mountPath: /tmp", "mountPath: /scratch", "no writable volume at its temp dir /tmp"),
+    ("Pyroscope's compaction worker renders without a writable /tmp (the values before issue 22)",
+     "deploy/helm/charts.lock.yaml",
+     "      - name: compaction-worker\n        image: grafana/pyroscope:2.2.1\n        readOnlyRootFilesystem: true\n"
+     "        tempDir: /tmp\n        writablePaths:\n        - /data\n        - /tmp\n",
+     "      - name: compaction-worker\n        image: grafana/pyroscope:2.2.1\n        readOnlyRootFilesystem: true\n"
+     "        tempDir: /tmp\n        writablePaths:\n        - /data\n",
+     "container compaction-worker): read-only root filesystem and no writable volume"),
+    ("a chart snapshot made before containers were recorded", "deploy/helm/charts.lock.yaml",
+     "      name: pyroscope-compaction-worker\n      containers:\n", "      name: pyroscope-compaction-worker\n      containers_:\n",
+     "no containers recorded"),
     ("a rule file changes but its PrometheusRule does not", "prometheus/rules/red.yml",
      "record: service:http_server_requests:rate5m", "record: service:http_server_requests:rate5m_v2", "stale"),
     ("Tempo's generator loses a processor", "tempo/tempo.yaml",

@@ -10,7 +10,9 @@ environment (values.go; `$$` is a literal `$`) is modelled per field: rule and g
 labels, contact point settings and policies are interpolated; query models and templates are
 not; annotations are read raw (and `${` in them is flagged: grafana/grafana#127214 would expand
 it). `problems()` lists what would stop Grafana from provisioning, or leave a rule, a route or a
-notification broken.
+notification broken: among them a rule without a label the policies group by, a template that
+reads a Tempo series label with the quotes Grafana's Tempo data source adds, and feature toggles
+set in the deprecated GF_FEATURE_TOGGLES_ENABLE form.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ def problems(provisioning: Path, env: dict[str, str], datasource_uids: set[str],
     names = contact_point_names(alerting)
     found += contact_point_problems(alerting)
     found += template_problems(alerting)
+    found += grouping_problems(alerting)
     for policy in alerting.policies:
         found += policy_problems(f"alerting/{policy['_file']}: policy", policy, names, root=True)
     orgs = [p.get("orgId", 1) for p in alerting.policies]
@@ -188,6 +191,7 @@ def one_rule_problems(where: str, rule: dict, datasource_uids: set[str], dashboa
         values = rule.get(key) or {}
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
             found.append(f"{where}: {key} must map names to strings")
+    found += tempo_label_problems(where, rule)
     for name, value in (rule.get("annotations") or {}).items():
         if "${" in str(value):
             found.append(f"{where}: annotation {name} contains '${{': raw in Grafana 13.2, expanded by later releases")
@@ -198,6 +202,72 @@ def one_rule_problems(where: str, rule: dict, datasource_uids: set[str], dashboa
         elif panel is not None and int(panel) not in dashboards[uid]:
             found.append(f"{where}: panelId {panel} is not a panel of dashboard {uid}")
     return found
+
+
+def tempo_attributes(rule: dict) -> set[str]:
+    """The attributes a rule's TraceQL metrics queries group by: the labels of Tempo's series."""
+    found = set()
+    for query in rule.get("data") or []:
+        if isinstance(query, dict) and query.get("datasourceUid") == "tempo":
+            by = re.search(r"\bby\s*\(([^)]*)\)", str((query.get("model") or {}).get("query", "")))
+            found |= {a.strip() for a in by.group(1).split(",") if a.strip()} if by else set()
+    return found
+
+
+def tempo_label_problems(where: str, rule: dict) -> list[str]:
+    r"""Grafana's Tempo data source wraps a string label value in double quotes (Grafana's
+    pkg/tsdb/tempo/traceql/metrics.go, metricsValueToString: `"sample-app"`, quotes included), so
+    a template must strip them: reReplaceAll "\"" "" (index .Labels "<attribute>")."""
+    found = []
+    for attribute in tempo_attributes(rule):
+        name = re.escape(attribute)
+        read = rf'index\s+(?:\$labels|\.Labels)\s+"{name}"'
+        stripped = rf'reReplaceAll\s+"\\""\s+""\s+\(\s*{read}\s*\)'
+        for key in ("labels", "annotations"):
+            for field_name, text in (rule.get(key) or {}).items():
+                if len(re.findall(read, str(text))) > len(re.findall(stripped, str(text))):
+                    found.append(f"{where}: {key} {field_name} reads {attribute} as Tempo labels it, in double quotes "
+                                 f"(\"sample-app\"): write reReplaceAll \"\\\"\" \"\" (index .Labels \"{attribute}\")")
+    return found
+
+
+def grouping_problems(alerting: Alerting) -> list[str]:
+    """Every label the policies group by must be on every rule's alerts (from the rule's labels or
+    its queries' series), or all its alerts fall into one group whatever their service."""
+    grouped = set()
+    for policy in alerting.policies:
+        grouped |= grouping_labels(policy)
+    grouped -= {"...", "alertname", "grafana_folder"}
+    found = []
+    for group in alerting.groups:
+        for rule in group["rules"]:
+            queries = [q for q in rule.get("data") or [] if isinstance(q, dict) and q.get("datasourceUid") != "__expr__"]
+            for label in sorted(grouped - set(rule.get("labels") or {})):
+                if not queries or not all(series_carry(q, label) for q in queries):
+                    found.append(f"alerting/{group['_file']}: rule {rule.get('title')!r}: no {label!r} label (set it in "
+                                 f"labels, or query by it), which the notification policies group by")
+    return found
+
+
+def series_carry(query: dict, label: str) -> bool:
+    """Whether a query's series carry `label`: an aggregation by it, or a recorded series whose
+    level (`level:metric:operations`) names it; Tempo's series carry only their `by` attributes."""
+    model = query.get("model") or {}
+    if query.get("datasourceUid") == "tempo":
+        return label in tempo_attributes({"data": [query]})
+    expr = str(model.get("expr", ""))
+    by = re.search(r"\bby\s*\(([^)]*)\)", expr)
+    if by:
+        return label in {a.strip() for a in by.group(1).split(",")}
+    recorded = re.match(r"\s*([a-z_]+):[a-z_]+:[a-z0-9_]+\b", expr)
+    return bool(recorded) and label in recorded.group(1).split("_")
+
+
+def grouping_labels(policy: dict) -> set[str]:
+    names = set(policy.get("group_by") or [])
+    for route in policy.get("routes") or []:
+        names |= grouping_labels(route)
+    return names
 
 
 def query_problems(where: str, query: dict, refs: set[str], datasource_uids: set[str]) -> list[str]:
@@ -228,15 +298,34 @@ def query_problems(where: str, query: dict, refs: set[str], datasource_uids: set
     return found
 
 
+# One variable per feature toggle, GF_FEATURE_TOGGLES_<name>=true: the form Grafana supports since
+# grafana/grafana#121271 (opened 2026-03-27, merged), which deprecated the list form
+# GF_FEATURE_TOGGLES_ENABLE=<name>,<name>. Only "true" is taken as on here: the form that PR
+# documents.
+TOGGLE_PREFIX = "GF_FEATURE_TOGGLES_"
+DEPRECATED_TOGGLE_LIST = "GF_FEATURE_TOGGLES_ENABLE"
+
+
+def enabled_toggles(env: dict[str, str]) -> set[str]:
+    """The feature toggles an environment turns on in the supported form (the deprecated list
+    is not counted: toggle_problems names it)."""
+    return {key[len(TOGGLE_PREFIX):] for key, value in env.items()
+            if key.startswith(TOGGLE_PREFIX) and key != DEPRECATED_TOGGLE_LIST and str(value).strip().lower() == "true"}
+
+
 def toggle_problems(alerting: Alerting, env: dict[str, str]) -> list[str]:
     """Tempo is an alerting data source only with the tempoAlerting feature toggle (experimental
     in 13.2; pkg/plugins config TempoAlertingEnabled): without it the rule cannot be evaluated."""
-    toggles = {t.strip() for t in env.get("GF_FEATURE_TOGGLES_ENABLE", "").replace(" ", ",").split(",")}
+    found = []
+    if DEPRECATED_TOGGLE_LIST in env:
+        found.append(f"alerting: {DEPRECATED_TOGGLE_LIST}={env[DEPRECATED_TOGGLE_LIST]} is the form Grafana deprecated "
+                     f"(grafana/grafana#121271): set {TOGGLE_PREFIX}<name>: \"true\" for each toggle")
     uses_tempo = [r.get("title") for g in alerting.groups for r in g["rules"]
                   if any(isinstance(q, dict) and q.get("datasourceUid") == "tempo" for q in r.get("data") or [])]
-    if uses_tempo and "tempoAlerting" not in toggles:
-        return [f"alerting: rules {uses_tempo} query Tempo, which alerting accepts only with GF_FEATURE_TOGGLES_ENABLE=tempoAlerting"]
-    return []
+    if uses_tempo and "tempoAlerting" not in enabled_toggles(env):
+        found.append(f"alerting: rules {uses_tempo} query Tempo, which alerting accepts only with "
+                     f"{TOGGLE_PREFIX}tempoAlerting=true")
+    return found
 
 
 def effective_rules(provisioning: Path, env: dict[str, str]) -> list[dict]:

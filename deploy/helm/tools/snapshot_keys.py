@@ -10,9 +10,12 @@ the pinned commit, and writes only what the check needs: generated lists, never 
         [--helm /path/to/helm] [--only grafana]
 
 --git-dir maps each source repository (as written in CHARTS below) to a local git directory
-(a bare clone is enough). With --helm, every chart is also rendered (`helm template`) with its
-values file, and the Services it creates (name, ports) are recorded with a digest of the values
-they were rendered from: the check then fails when a values file changes without a new snapshot.
+(a bare clone is enough). A chart already in the lock is read at the commit recorded there;
+--upgrade takes the newest commit that touched it instead. With --helm, every chart is also
+rendered (`helm template`) with its values file, and the Services it creates (name, ports) and
+each workload container's filesystem (image, read-only root, temp dir, writable mounts) are
+recorded with a digest of the values they were rendered from: the check then fails when a values
+file changes without a new snapshot.
 
 Key paths: a dotted path per map key of values.yaml (lists are leaves). A path is "open" (any
 key below it is accepted) when its default is an empty map, an empty list or null, when the
@@ -186,15 +189,41 @@ def render_services(helm: str, chart_dir: Path, name: str, spec: dict, git_dir: 
         if doc["kind"] == "Service":
             ports = sorted({p["port"] for p in doc["spec"].get("ports", [])})
             found.append({"kind": "Service", "name": doc["metadata"]["name"], "ports": ports})
-        elif doc["kind"] in ("Prometheus", "Alertmanager", "ServiceMonitor", "Deployment", "StatefulSet", "DaemonSet"):
+        elif doc["kind"] in ("Deployment", "StatefulSet", "DaemonSet"):
+            found.append({"kind": doc["kind"], "name": doc["metadata"]["name"], "containers": filesystems(doc)})
+        elif doc["kind"] in ("Prometheus", "Alertmanager", "ServiceMonitor"):
             found.append({"kind": doc["kind"], "name": doc["metadata"]["name"]})
     return sorted(found, key=lambda r: (r["kind"], r["name"]))
 
 
-def snapshot(name: str, spec: dict, git_dir: str, helm: str | None) -> dict:
+def filesystems(workload: dict) -> list[dict]:
+    """Per container: its image, whether its root filesystem is read-only, where its temp dir is
+    (TMPDIR, else /tmp: Go's os.TempDir, Rust's std::env::temp_dir) and which paths it can write
+    (mounts of emptyDir, PVC or claim-template volumes, not readOnly). scripts/checks/kubernetes.py
+    makes the same summary of the project's own manifests with this function."""
+    pod = workload["spec"]["template"]["spec"]
+    writable_volumes = {v["name"] for v in pod.get("volumes") or []
+                        if "emptyDir" in v or "persistentVolumeClaim" in v or "ephemeral" in v}
+    writable_volumes |= {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates") or []}
+    out = []
+    for c in (pod.get("initContainers") or []) + (pod.get("containers") or []):
+        env = {e["name"]: e.get("value") for e in c.get("env") or []}
+        out.append({
+            "name": c["name"],
+            "image": c.get("image", ""),
+            "readOnlyRootFilesystem": (c.get("securityContext") or {}).get("readOnlyRootFilesystem") is True,
+            "tempDir": env.get("TMPDIR") or "/tmp",
+            "writablePaths": sorted({m["mountPath"] for m in c.get("volumeMounts") or []
+                                     if m["name"] in writable_volumes and not m.get("readOnly")}),
+        })
+    return out
+
+
+def snapshot(name: str, spec: dict, git_dir: str, helm: str | None, pinned: str | None) -> dict:
+    """The chart at `pinned` (the lock's commit), or at the newest commit that touched it."""
     repo, path = spec["source"]
-    commit = subprocess.run(["git", "-C", git_dir, "log", "-1", "--format=%H", "HEAD", "--", path],
-                            check=True, capture_output=True, text=True).stdout.strip()
+    commit = pinned or subprocess.run(["git", "-C", git_dir, "log", "-1", "--format=%H", "HEAD", "--", path],
+                                      check=True, capture_output=True, text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         extract(git_dir, commit, path, Path(tmp))
         chart_dir = Path(tmp) / path
@@ -242,6 +271,8 @@ def main() -> int:
     parser.add_argument("--git-dir", action="append", default=[], metavar="OWNER/NAME=DIR")
     parser.add_argument("--helm", help="helm binary: also record the Services each chart renders")
     parser.add_argument("--only", action="append", help="refresh only these charts")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="take each chart's newest commit; without it a chart in the lock stays at its commit")
     args = parser.parse_args()
     git_dirs = dict(item.split("=", 1) for item in args.git_dir)
     lock = yaml.safe_load(LOCK.read_text()) if LOCK.exists() else {"charts": []}
@@ -252,7 +283,8 @@ def main() -> int:
         repo = spec["source"][0]
         if repo not in git_dirs:
             sys.exit(f"no --git-dir for {repo} (needed for {name})")
-        entries[name] = snapshot(name, spec, git_dirs[repo], args.helm and shutil.which(args.helm) or args.helm)
+        pinned = None if args.upgrade else entries.get(name, {}).get("source", {}).get("commit")
+        entries[name] = snapshot(name, spec, git_dirs[repo], args.helm and shutil.which(args.helm) or args.helm, pinned)
         print(f"{name} {entries[name]['version']} (app {entries[name]['appVersion']}): {len(entries[name]['keys'])} keys")
     header = ("# Generated by deploy/helm/tools/snapshot_keys.py: do not edit. For each pinned chart, the key\n"
               "# paths its values.yaml/values.schema.json accept and what it renders with our values.\n")
