@@ -44,7 +44,8 @@ impl super::Faults {
 /// CPU burned on behalf of the `cpu_burn` fault: its own frame in every flame graph.
 #[inline(never)]
 pub fn inject_cpu_burn(duration: Duration) -> u64 {
-    std::hint::black_box(spin_for(duration))
+    // A seed of its own keeps this function's body distinct from `burn_cpu`'s (see `spin_for`).
+    std::hint::black_box(spin_for(duration, 0xC2B2_AE3D_27D4_EB4F))
 }
 
 pub async fn apply_faults(

@@ -113,14 +113,17 @@ pub async fn generate_load(
 /// The CPU work of `/generate-load`: its own frame in the flame graph.
 #[inline(never)]
 pub fn burn_cpu(duration: Duration) -> u64 {
-    std::hint::black_box(spin_for(duration))
+    std::hint::black_box(spin_for(duration, 0x9E37_79B9_7F4A_7C15))
 }
 
-/// Busy work for `duration`; returns a value so the optimiser cannot elide it.
+/// Busy work for `duration`, from `seed`; returns a value so the optimiser cannot elide it.
+/// Each caller passes its own seed: two functions with identical bodies are folded into one
+/// address by the optimiser (LLVM's function merging), and a profile then names only one of
+/// them — `inject_cpu_burn` vanished from every flame graph behind `burn_cpu` that way.
 #[inline(never)]
-pub fn spin_for(duration: Duration) -> u64 {
+pub fn spin_for(duration: Duration, seed: u64) -> u64 {
     let started = Instant::now();
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut x: u64 = seed;
     while started.elapsed() < duration {
         for _ in 0..10_000 {
             // xorshift: cheap, unpredictable, and not something the optimiser can fold away.
