@@ -54,6 +54,23 @@ class MemoryCgroup:
     def usage_bytes(self) -> int:
         return int((self.path / "memory.usage_in_bytes").read_text())
 
+    def working_set_bytes(self) -> int | None:
+        """What `docker stats` shows: usage less the inactive page cache the kernel reclaims
+        first under the limit (a file-writing backend's cache grows to any limit and says
+        nothing about its need)."""
+        try:
+            stat = dict(line.split() for line in (self.path / "memory.stat").read_text().splitlines())
+            return max(0, self.usage_bytes() - int(stat.get("total_inactive_file", 0)))
+        except (OSError, ValueError):
+            return None
+
+    def peak_bytes(self) -> int | None:
+        """The most the group ever held (page cache included, as Docker's limit counts it)."""
+        try:
+            return int((self.path / "memory.max_usage_in_bytes").read_text())
+        except OSError:
+            return None
+
     def remove(self) -> None:
         if not self.path.exists():
             return

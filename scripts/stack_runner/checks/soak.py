@@ -81,10 +81,12 @@ def check(stack: Stack, seconds: float) -> None:
         scenario = subprocess.Popen(command, stdout=out_file, stderr=err_file, text=True)
         start = time.monotonic()
         memory: dict[str, list[tuple[float, float]]] = {s: [] for s in RUST_SERVICES}
+        working = WorkingSets(stack)
         while time.monotonic() - start < seconds and scenario.poll() is None:
             for service in RUST_SERVICES:
                 if (mib := rss_mib(stack, service)) is not None:
                     memory[service].append((time.monotonic() - start, mib))
+            working.sample()
             time.sleep(SAMPLE_EVERY)
         scenario.send_signal(signal.SIGINT)
         try:
@@ -105,6 +107,7 @@ def check(stack: Stack, seconds: float) -> None:
         raise CheckFailed(f"could not stop load-gen: {stop.stderr}")
     time.sleep(8)   # the batch span processors' 5 s schedule, and Alloy's 1 s batches
     restarts(stack)
+    working.report()
     flat_memory(stack, memory)
     spans_arrived(stack)
     lines_arrived(stack)
@@ -120,6 +123,52 @@ def restarts(stack: Stack) -> None:
                            and not any(e["oom_killed"] for e in service["exits"]),
                            f"soak: {name} never restarted or was OOM-killed ({service['starts']} start"
                            f"{f', {again} by a check on purpose' if again else ''})")
+
+
+class WorkingSets:
+    """Each service's memory cgroup sampled through the soak: the highest working set (usage less
+    inactive page cache, what `docker stats` shows) and the cgroup's own peak with cache, against
+    its `mem_limit`. Printed and kept in `memory-peaks.json` beside the state: the measurements
+    the limits are set from (docs/architecture.md). A working set above 90 % of a limit leaves no
+    headroom and fails; OOM kills fail in `restarts`."""
+
+    def __init__(self, stack: Stack):
+        from ..containers import MemoryCgroup
+        from ..network import RunIdentity
+
+        self.stack = stack
+        self.available = MemoryCgroup.available()
+        run = RunIdentity.of(stack.state_dir)
+        self.limits = {name: s.mem_limit for name, s in stack.project().services.items() if s.mem_limit}
+        self.groups = {name: MemoryCgroup(run.prefix, name, None)
+                       for name in self.limits if name in stack.state["services"]}
+        self.highest: dict[str, int] = {}
+
+    def sample(self) -> None:
+        for name, group in self.groups.items():
+            if (now := group.working_set_bytes()) is not None:
+                self.highest[name] = max(now, self.highest.get(name, 0))
+
+    def report(self) -> None:
+        import json
+
+        if not self.available:
+            self.stack.ledger.skip("soak: memory-cgroup peaks", "no cgroup-v1 memory controller here")
+            return
+        self.sample()
+        peaks = {}
+        for name, group in sorted(self.groups.items()):
+            if name not in self.highest:
+                continue
+            limit = self.limits[name]
+            working, cached = self.highest[name], group.peak_bytes() or 0
+            peaks[name] = {"working_set_mib": round(working / 2**20, 1), "with_cache_mib": round(cached / 2**20, 1),
+                           "limit_mib": limit // 2**20, "program": self.stack.service(name)["program"]}
+            self.stack.ledger.check(working < 0.9 * limit,
+                                    f"soak: {name} ({peaks[name]['program']}) working set peaked at "
+                                    f"{working / 2**20:.1f} MiB, {working / limit:.0%} of its {limit // 2**20} MiB "
+                                    f"limit (< 90 %; {cached / 2**20:.0f} MiB with page cache)")
+        (self.stack.state_dir / "memory-peaks.json").write_text(json.dumps(peaks, indent=1) + "\n")
 
 
 def flat_memory(stack: Stack, memory: dict) -> None:
