@@ -42,6 +42,9 @@ pub enum Command {
         /// The URL to GET.
         url: String,
     },
+    /// Write a week of the sample service's request metrics, as OpenMetrics text for
+    /// `promtool tsdb create-blocks-from openmetrics` (docs/history.md).
+    History(crate::history::HistoryArgs),
     /// Receive Alertmanager webhooks and log each alert as a JSON line (an offline receiver).
     AlertLog {
         /// Address to listen on.
