@@ -13,6 +13,7 @@
 pub mod calendar;
 pub mod model;
 mod openmetrics;
+pub mod rules;
 
 use std::{
     fs,
@@ -224,17 +225,25 @@ fn arrivals(mean: f64, rng: &mut SmallRng) -> u64 {
     (mean + mean.sqrt() * z).round().max(0.0) as u64
 }
 
-/// Generates the history into `dir` (created if missing): one file per UTC day and
-/// `manifest.json`. Files of an earlier run in `dir` are replaced.
-pub fn generate(plan: &HistoryPlan, dir: &Path) -> anyhow::Result<Manifest> {
-    fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+/// Deletes the `.om` files in `dir`; how many there were.
+fn remove_text_files(dir: &Path) -> anyhow::Result<usize> {
+    let mut removed = 0;
     for entry in fs::read_dir(dir).with_context(|| format!("while listing {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "om") {
             fs::remove_file(&path)
                 .with_context(|| format!("while removing the old {}", path.display()))?;
+            removed += 1;
         }
     }
+    Ok(removed)
+}
+
+/// Generates the history into `dir` (created if missing): one file per UTC day and
+/// `manifest.json`. Files of an earlier run in `dir` are replaced.
+pub fn generate(plan: &HistoryPlan, dir: &Path) -> anyhow::Result<Manifest> {
+    fs::create_dir_all(dir).with_context(|| format!("while creating {}", dir.display()))?;
+    remove_text_files(dir)?;
     let timelines = plan
         .incidents
         .iter()
@@ -416,13 +425,42 @@ pub struct HistoryArgs {
     /// A request-mix file (TOML, see load-gen/mixes/default.toml); the built-in mix otherwise.
     #[arg(long)]
     pub mix: Option<PathBuf>,
+    /// Recording-rule files to evaluate over the history (repeatable): writes `rules.yml`
+    /// (every reference to a recorded series replaced by its expression, so promtool needs
+    /// one pass) and `backfill.env` (the range) beside the data, for
+    /// `promtool tsdb create-blocks-from rules`.
+    #[arg(long = "rules")]
+    pub rules: Vec<PathBuf>,
+    /// Generate only once: when `--output` holds the marker of an earlier run, delete the
+    /// text files that run left (Prometheus has them by now) and do nothing else.
+    #[arg(long)]
+    pub once: bool,
     #[command(flatten)]
     pub dir: crate::cli::ScenarioDir,
 }
 
+/// The file a finished `load-gen history` leaves in its output directory.
+pub const MARKER: &str = "generated";
+
 /// Runs `load-gen history`: generates, then says what and where on stderr.
 pub fn run(args: &HistoryArgs) -> anyhow::Result<()> {
     let took = Instant::now();
+    let marker = args.output.join(MARKER);
+    if args.once && marker.exists() {
+        let removed = remove_text_files(&args.output)?;
+        crate::note!(
+            "load-gen history: already generated ({}: {}); removed {removed} leftover text files, nothing else to do",
+            marker.display(),
+            fs::read_to_string(&marker).unwrap_or_default().trim()
+        );
+        return Ok(());
+    }
+    // Before anything is written: a rule file that cannot be used is an error at once.
+    let rules = if args.rules.is_empty() {
+        None
+    } else {
+        Some(rules::backfill_rules(&args.rules)?)
+    };
     let end = calendar::parse_time(&args.end).context("--end")?;
     let now = calendar::parse_time("now")?;
     if end > now + 60 {
@@ -448,6 +486,30 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<()> {
         args.seed,
     )?;
     let manifest = generate(&plan, &args.output)?;
+    if let Some(made) = &rules {
+        let path = args.output.join("rules.yml");
+        fs::write(&path, &made.yaml)
+            .with_context(|| format!("while writing {}", path.display()))?;
+        // The rules are evaluated up to the last history sample, where live evaluation takes over.
+        let env = format!(
+            "HISTORY_START={}\nHISTORY_END={}\n",
+            manifest.start_unix, manifest.end_unix
+        );
+        let path = args.output.join("backfill.env");
+        fs::write(&path, env).with_context(|| format!("while writing {}", path.display()))?;
+        crate::note!(
+            "load-gen history: {} recording rules for promtool in rules.yml",
+            made.count
+        );
+        for left in &made.left_out {
+            crate::note!("load-gen history: not backfilled: {left}");
+        }
+    }
+    fs::write(
+        &marker,
+        format!("{} to {}\n", manifest.start, manifest.end),
+    )
+    .with_context(|| format!("while writing {}", marker.display()))?;
     crate::note!("{}", summary(&manifest, took));
     crate::note!("incidents (UTC):");
     let mut text = Vec::new();
