@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     EMPTY_STACK, SETTLED_S, WINDOW_S, exemplars, flamegraph_total, grafana_datasource, lines_of,
-    loki_lines, loki_range, ns, prom_query, prom_value, pyroscope, tempo_search, tempo_trace,
+    loki_lines, loki_range, prom_query, prom_value, pyroscope, tempo_search, tempo_trace,
     trace_id_of, window_ms,
 };
 use crate::{
@@ -298,9 +298,12 @@ async fn trace_to_logs(ctx: &Arc<Ctx>) -> Attempt {
             "the query is not fully interpolated: {query}"
         )));
     }
-    let start = span.start_ns as f64 / 1e9 + shift_seconds(settings["spanStartTimeShift"].as_str());
-    let end = span.end_ns as f64 / 1e9 + shift_seconds(settings["spanEndTimeShift"].as_str());
-    let data = loki_range(ctx, &query, ns(start), ns(end), 1000).await?;
+    let shifted = |at: u64, shift: Option<&str>| {
+        (i128::from(at) + (shift_seconds(shift) * 1e9) as i128).max(0) as u128
+    };
+    let start = shifted(span.start_ns, settings["spanStartTimeShift"].as_str());
+    let end = shifted(span.end_ns, settings["spanEndTimeShift"].as_str());
+    let data = loki_range(ctx, &query, start, end, 1000).await?;
     let lines = lines_of(&data);
     let others: Vec<&str> = lines
         .iter()

@@ -128,7 +128,7 @@ fn load_gen() -> Check {
 
 pub(crate) async fn up(ctx: &Ctx, selector: &str) -> Attempt {
     match super::prom_value(ctx, selector).await? {
-        Some(v) if v == 1.0 => Ok(format!("Prometheus: {selector} = 1")),
+        Some(1.0) => Ok(format!("Prometheus: {selector} = 1")),
         Some(v) => Err(Problem::wait(format!(
             "Prometheus: {selector} = {v}: its last scrape failed"
         ))),
