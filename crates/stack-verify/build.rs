@@ -35,6 +35,7 @@ fn generate(root: &Path, out: &mut String) -> Result<(), String> {
         "prometheus/rules",
         "loki/rules",
         "queries",
+        "docs/contracts.md",
     ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
@@ -163,6 +164,20 @@ fn generate(root: &Path, out: &mut String) -> Result<(), String> {
         .filter(|r| r.contains(':'))
         .collect();
     writeln!(out, "pub const LOKI_RECORDED: &[&str] = &{recorded:?};").unwrap();
+
+    // The profile types the services push (docs/contracts.md, Profiles: `profile_types:`).
+    let contract = read(&root.join("docs/contracts.md"))?;
+    let types: Vec<String> = contract
+        .lines()
+        .skip_while(|l| *l != "  profile_types:")
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .filter_map(|l| l.split_once(": ").map(|(_, v)| v.trim().to_owned()))
+        .collect();
+    if types.is_empty() {
+        return Err("docs/contracts.md: no pyroscope.profile_types".into());
+    }
+    writeln!(out, "pub const PROFILE_TYPES: &[&str] = &{types:?};").unwrap();
 
     // The query catalogs.
     writeln!(out, "pub const CATALOG: &[CatalogQuery] = &[").unwrap();

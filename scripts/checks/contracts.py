@@ -582,10 +582,12 @@ def check_verify_build_inputs() -> None:
     for d in dirs:
         if not re.search(rf"^COPY {re.escape(d)} {re.escape(d)}$", dockerfile, re.M):
             fail(f"Dockerfile: the builder must `COPY {d} {d}`: crates/stack-verify/build.rs reads it")
-        if f"!{d}" not in ignore:
-            fail(f".dockerignore: must allow `!{d}`: crates/stack-verify/build.rs reads it")
-    if any(d == "queries" for d in dirs) and "!queries/*.md" not in ignore[next((i for i, l in enumerate(ignore) if l == "**/*.md"), 0):]:
-        fail(".dockerignore: `!queries/*.md` must come after `**/*.md`: the catalogs are Markdown")
+        # Markdown is excluded by `**/*.md`: what verify reads of it must be allowed after that line.
+        markdown = f"!{d}" if d.endswith(".md") else f"!{d}/*.md" if d == "queries" else None
+        after = ignore[next((i for i, line in enumerate(ignore) if line == "**/*.md"), len(ignore)):]
+        if f"!{d}" not in ignore or (markdown and markdown not in after):
+            fail(f".dockerignore: must allow `{markdown or '!' + d}` (after `**/*.md` for Markdown): "
+                 "crates/stack-verify/build.rs reads it")
 
 
 def check_stack() -> None:

@@ -89,6 +89,11 @@ mod tests {
         ] {
             assert!(loki.contains(&rule), "{rule} in {loki:?}");
         }
+        assert_eq!(PROFILE_TYPES.len(), 6);
+        assert_eq!(
+            PROFILE_TYPES[0],
+            "process_cpu:cpu:nanoseconds:cpu:nanoseconds"
+        );
         assert_eq!(
             LOKI_RECORDED,
             [

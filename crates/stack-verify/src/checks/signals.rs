@@ -8,7 +8,7 @@ use super::{
     EMPTY_STACK, SETTLED_S, WINDOW_S, exemplars, is_hex, loki_lines, prom_value, select_merge,
     tempo_search, tempo_trace, trace_id_of,
 };
-use crate::{Check, Ctx, Hint, api::Problem};
+use crate::{Check, Ctx, Hint, api::Problem, expected::PROFILE_TYPES};
 
 /// Profile type ids (docs/contracts.md, Profiles).
 pub const CPU: &str = "process_cpu:cpu:nanoseconds:cpu:nanoseconds";
@@ -37,7 +37,34 @@ pub fn checks() -> Vec<Check> {
         checks.push(profile(service, "CPU", CPU));
         checks.push(profile(service, "heap", HEAP));
     }
+    checks.push(profile_types());
     checks
+}
+
+/// Every profile type of the contract is one Pyroscope has (the services push CPU and heap
+/// profiles whose sample types become these ids).
+fn profile_types() -> Check {
+    Check::new(
+        "profiles.types",
+        "profiles",
+        format!("Pyroscope has every profile type of docs/contracts.md ({} types)", PROFILE_TYPES.len()),
+        &["pyroscope", "sample-app", "sample-app-downstream"],
+        Hint {
+            cause: "a profile's sample types changed (the CPU sampler or the heap profile), so Pyroscope names them differently".into(),
+            look: "docs/contracts.md, Profiles (profile_types); crates/cpu-sampler; sample-app's heap profile".into(),
+            anchor: "verify-profiles",
+        },
+        |ctx: Arc<Ctx>| async move {
+            let (start, end) = super::window_ms();
+            let answer = super::pyroscope(&ctx, "ProfileTypes", serde_json::json!({"start": start, "end": end})).await?;
+            let ids: Vec<&str> = answer["profileTypes"].as_array().into_iter().flatten().filter_map(|t| t["ID"].as_str()).collect();
+            let missing: Vec<&str> = PROFILE_TYPES.iter().copied().filter(|t| !ids.contains(t)).collect();
+            if !missing.is_empty() {
+                return Err(Problem::wait(format!("missing: {} (Pyroscope has {})", missing.join(", "), ids.len())));
+            }
+            Ok(format!("all {} present, {} in all", PROFILE_TYPES.len(), ids.len()))
+        },
+    )
 }
 
 fn metrics(service: &'static str) -> Check {
