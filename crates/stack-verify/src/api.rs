@@ -112,11 +112,15 @@ impl Api {
             None => request,
         };
         let response = request.send().await.map_err(|e| {
+            let why = if e.is_timeout() {
+                "no answer within the request timeout".to_owned()
+            } else {
+                root_cause(&e)
+            };
             Problem::wait(format!(
-                "cannot reach {} at {}: {}",
+                "cannot reach {} at {}: {why}",
                 self.service,
-                redact(url),
-                error_chain(&e)
+                redact(url)
             ))
         })?;
         let status = response.status().as_u16();
@@ -216,18 +220,14 @@ pub fn snippet(text: &str) -> String {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = cause.source();
+/// The innermost cause of an error (reqwest's outer ones repeat the URL): "Connection refused
+/// (os error 111)", "failed to lookup address information: …".
+fn root_cause(error: &dyn std::error::Error) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
     }
-    text
+    cause.to_string()
 }
 
 /// Prometheus (and the Prometheus-compatible APIs of Loki's ruler): `data` of a success.

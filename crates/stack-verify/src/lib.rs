@@ -301,14 +301,16 @@ async fn run_one(ctx: &Arc<Ctx>, permits: &Semaphore, check: Check) -> CheckResu
             Ok(detail) => break Ok(detail),
             Err(problem) if problem.kind == ProblemKind::Fail => break Err(problem.text),
             Err(problem) => {
-                if Instant::now() + POLL > ctx.deadline {
+                let remaining = ctx.deadline.saturating_duration_since(Instant::now());
+                if remaining.is_zero() {
                     let waited = ctx.started.elapsed().as_secs_f64();
                     break Err(format!(
                         "{} (still so after waiting {waited:.0} s)",
                         problem.text
                     ));
                 }
-                tokio::time::sleep(POLL).await;
+                // The last attempt runs at the deadline.
+                tokio::time::sleep(POLL.min(remaining)).await;
             }
         }
     };

@@ -324,13 +324,13 @@ async fn a_rule_that_fails_to_evaluate_fails_with_its_error() {
     let report = verify(options(
         endpoints,
         &[
-            "rules.prometheus.telemetry-pipeline",
-            "rules.prometheus.slo-burn-rate",
+            "rules.prometheus.alerts.telemetry-pipeline",
+            "rules.prometheus.alerts.slo-burn-rate",
         ],
     ))
     .await;
     let by_id: HashMap<&str, _> = report.checks.iter().map(|c| (c.id.as_str(), c)).collect();
-    let bad = by_id["rules.prometheus.telemetry-pipeline"];
+    let bad = by_id["rules.prometheus.alerts.telemetry-pipeline"];
     assert!(
         !bad.passed
             && bad
@@ -344,7 +344,7 @@ async fn a_rule_that_fails_to_evaluate_fails_with_its_error() {
         "an evaluation error is reported at once: {}",
         bad.detail
     );
-    let missing = by_id["rules.prometheus.slo-burn-rate"];
+    let missing = by_id["rules.prometheus.alerts.slo-burn-rate"];
     assert!(
         missing
             .detail

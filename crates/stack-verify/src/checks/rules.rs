@@ -41,8 +41,17 @@ fn check(group: RuleGroup, service: &'static str, who: &'static str, path: &'sta
             group.file, group.file
         )
     };
+    // Two files may hold groups of the same name: the file's stem keeps the id unique.
+    let stem = group
+        .file
+        .rsplit('/')
+        .next()
+        .unwrap_or(group.file)
+        .split('.')
+        .next()
+        .unwrap_or("");
     Check::new(
-        format!("rules.{service}.{}", group.name),
+        format!("rules.{service}.{stem}.{}", group.name),
         "rules",
         format!(
             "{who} loaded rule group {} ({}, {} rules) and evaluates it without error",
