@@ -139,7 +139,14 @@ async fn run_group(ctx: &Ctx, language: &str, queries: &[&CatalogQuery]) -> Atte
     let mut empty = Vec::new();
     for query in queries {
         let where_ = format!("{}:{} ({})", query.file, query.line, query.heading);
-        match has_data(ctx, language, query.query).await {
+        // An example trace id in a query is replaced by a real one, as the catalog tells readers.
+        let text = match example_trace_id(query.query) {
+            Some(example) => query
+                .query
+                .replace(example, &real_trace_id(ctx, language).await?),
+            None => query.query.to_owned(),
+        };
+        match has_data(ctx, language, &text).await {
             Ok(true) => with_data += 1,
             Ok(false) if is_condition(query.needs) => conditional.push(format!(
                 "{} needs {}",
@@ -156,10 +163,10 @@ async fn run_group(ctx: &Ctx, language: &str, queries: &[&CatalogQuery]) -> Atte
     }
     if !empty.is_empty() {
         return Err(Problem::wait(format!(
-            "{} of {} returned no data, first: {}",
+            "{} of {} returned no data: {}",
             empty.len(),
             queries.len(),
-            empty[0]
+            super::some_of(&empty, 6)
         )));
     }
     let mut detail = format!("{with_data} of {} returned data", queries.len());
@@ -170,6 +177,48 @@ async fn run_group(ctx: &Ctx, language: &str, queries: &[&CatalogQuery]) -> Atte
         ));
     }
     Ok(detail)
+}
+
+/// The first 32-hex-digit word of a query: an example trace id.
+pub(crate) fn example_trace_id(query: &str) -> Option<&str> {
+    query
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|word| super::is_hex(word, 32))
+}
+
+/// A recent trace id of sample-app, from the backend the language queries.
+async fn real_trace_id(ctx: &Ctx, language: &str) -> Attempt<String> {
+    let found = ctx
+        .once(&format!("real-trace-id:{language}"), || async {
+            let id = if language == "traceql" {
+                let traces = tempo_search(
+                    ctx,
+                    "{resource.service.name=\"sample-app\"}",
+                    WINDOW_S,
+                    super::SETTLED_S,
+                    1,
+                )
+                .await?;
+                traces.first().and_then(super::trace_id_of)
+            } else {
+                let lines = super::loki_lines(
+                    ctx,
+                    "{service_name=\"sample-app\"} | trace_id!=\"\"",
+                    WINDOW_S,
+                    super::SETTLED_S,
+                    1,
+                )
+                .await?;
+                lines
+                    .first()
+                    .and_then(|(labels, _)| labels["trace_id"].as_str().map(str::to_owned))
+            };
+            id.map(serde_json::Value::String).ok_or_else(|| {
+                Problem::wait("no recent trace id of sample-app to put in the catalog's example")
+            })
+        })
+        .await?;
+    Ok(found.as_str().unwrap_or_default().to_owned())
 }
 
 /// Whether the query returns anything over the last `WINDOW_S`, as a panel or Explore would run it.
@@ -290,6 +339,25 @@ mod tests {
             ))
         );
         assert_eq!(split_profile_query("{service_name=\"x\"}"), None);
+    }
+
+    #[test]
+    fn example_trace_ids_are_found_for_replacing() {
+        assert_eq!(
+            example_trace_id(
+                "{service_name=~\"sample-app.*\"} | trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""
+            ),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            example_trace_id("{service_name=\"sample-app\"} | trace_id!=\"\""),
+            None
+        );
+        let with_example = CATALOG
+            .iter()
+            .filter(|q| example_trace_id(q.query).is_some())
+            .count();
+        assert!(with_example >= 1, "queries/logs.md entry 10 has one");
     }
 
     #[test]
