@@ -24,6 +24,9 @@ use url::Url;
 pub struct Problem {
     pub kind: ProblemKind,
     pub text: String,
+    /// The service that did not answer at all, when that is the problem: then the likely cause
+    /// is that service, whatever the check was about.
+    pub unreachable: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,12 +42,14 @@ impl Problem {
         Self {
             kind: ProblemKind::Wait,
             text: text.into(),
+            unreachable: None,
         }
     }
     pub fn fail(text: impl Into<String>) -> Self {
         Self {
             kind: ProblemKind::Fail,
             text: text.into(),
+            unreachable: None,
         }
     }
 }
@@ -117,11 +122,14 @@ impl Api {
             } else {
                 root_cause(&e)
             };
-            Problem::wait(format!(
-                "cannot reach {} at {}: {why}",
-                self.service,
-                redact(url)
-            ))
+            Problem {
+                unreachable: Some(self.service),
+                ..Problem::wait(format!(
+                    "cannot reach {} at {}: {why}",
+                    self.service,
+                    without_query(url)
+                ))
+            }
         })?;
         let status = response.status().as_u16();
         let body = response.text().await.map_err(|e| {
@@ -206,6 +214,13 @@ pub fn redact(url: &Url) -> String {
     let _ = url.set_password(None);
     let _ = url.set_username("");
     url.to_string()
+}
+
+/// The URL without credentials and query, for a message about the service itself.
+pub fn without_query(url: &Url) -> String {
+    let mut url = url.clone();
+    url.set_query(None);
+    redact(&url)
 }
 
 /// At most 240 characters of a body, on one line.

@@ -299,15 +299,15 @@ async fn run_one(ctx: &Arc<Ctx>, permits: &Semaphore, check: Check) -> CheckResu
         };
         match attempt {
             Ok(detail) => break Ok(detail),
-            Err(problem) if problem.kind == ProblemKind::Fail => break Err(problem.text),
+            Err(problem) if problem.kind == ProblemKind::Fail => break Err(problem),
             Err(problem) => {
                 let remaining = ctx.deadline.saturating_duration_since(Instant::now());
                 if remaining.is_zero() {
                     let waited = ctx.started.elapsed().as_secs_f64();
-                    break Err(format!(
-                        "{} (still so after waiting {waited:.0} s)",
-                        problem.text
-                    ));
+                    break Err(Problem {
+                        text: format!("{} (still so after waiting {waited:.0} s)", problem.text),
+                        ..problem
+                    });
                 }
                 // The last attempt runs at the deadline.
                 tokio::time::sleep(POLL.min(remaining)).await;
@@ -315,8 +315,17 @@ async fn run_one(ctx: &Arc<Ctx>, permits: &Semaphore, check: Check) -> CheckResu
         }
     };
     let passed = outcome.is_ok();
-    let detail = outcome.unwrap_or_else(|e| e);
-    let hint = |text: &str| (!passed && !text.is_empty()).then(|| text.to_owned());
+    let (detail, hint) = match outcome {
+        Ok(detail) => (detail, Hint::default()),
+        // A service that does not answer at all is the cause, whatever the check was about.
+        Err(Problem {
+            text,
+            unreachable: Some(service),
+            ..
+        }) => (text, unreachable(service)),
+        Err(problem) => (problem.text, check.hint),
+    };
+    let text = |text: String| (!passed && !text.is_empty()).then_some(text);
     CheckResult {
         id: check.id,
         section: check.section,
@@ -324,10 +333,23 @@ async fn run_one(ctx: &Arc<Ctx>, permits: &Semaphore, check: Check) -> CheckResu
         passed,
         detail,
         needs: check.needs,
-        cause: hint(&check.hint.cause),
-        look: hint(&check.hint.look),
-        help: (!passed && !check.hint.anchor.is_empty())
-            .then(|| format!("{}#{}", report::TROUBLESHOOTING, check.hint.anchor)),
+        cause: text(hint.cause),
+        look: text(hint.look),
+        help: (!passed && !hint.anchor.is_empty())
+            .then(|| format!("{}#{}", report::TROUBLESHOOTING, hint.anchor)),
         seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// The hint when `service` did not answer at all.
+fn unreachable(service: &str) -> Hint {
+    Hint {
+        cause: format!(
+            "{service} is not running, still starting, or not reachable at the URL verify used"
+        ),
+        look: format!(
+            "`docker compose ps {service}`, `docker compose logs {service}`; the URL verify used (--{service}-url, or --from-host)"
+        ),
+        anchor: "verify-unreachable",
     }
 }

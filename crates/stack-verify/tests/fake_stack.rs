@@ -176,7 +176,13 @@ async fn a_healthy_service_passes_and_a_stopped_one_fails_naming_it() {
     );
     assert_eq!(
         down.help.as_deref(),
-        Some("docs/troubleshooting.md#verify-health")
+        Some("docs/troubleshooting.md#verify-unreachable")
+    );
+    assert!(
+        down.cause
+            .as_deref()
+            .unwrap()
+            .starts_with("sample-app-downstream is not running")
     );
     assert_eq!(
         report.render_text().lines().last(),
@@ -462,4 +468,51 @@ async fn the_probe_alert_goes_through_alertmanager_once() {
     assert_eq!(alert[0]["labels"]["alertname"], "StackVerifyProbe");
     assert_eq!(alert[0]["labels"]["severity"], "info");
     assert!(alert[0]["endsAt"].as_str().unwrap().ends_with('Z'));
+}
+
+/// A stopped Loki is the likely cause of every check that reads it, not the check's own
+/// usual suspects (Alloy's config for the logs check).
+#[tokio::test]
+async fn a_stopped_backend_is_named_as_the_cause_of_the_checks_that_read_it() {
+    let mut endpoints = Endpoints::host();
+    endpoints.loki = closed_port().await;
+    let report = verify(options(endpoints, &["logs.sample-app"])).await;
+    let check = report
+        .checks
+        .iter()
+        .find(|c| c.id == "logs.sample-app")
+        .unwrap();
+    assert!(!check.passed);
+    assert!(
+        check
+            .detail
+            .starts_with("cannot reach loki at http://127.0.0.1:"),
+        "{}",
+        check.detail
+    );
+    assert!(
+        check.detail.contains("/loki/api/v1/query_range: "),
+        "the URL without its query: {}",
+        check.detail
+    );
+    assert!(
+        check
+            .cause
+            .as_deref()
+            .unwrap()
+            .starts_with("loki is not running"),
+        "{:?}",
+        check.cause
+    );
+    assert!(
+        check
+            .look
+            .as_deref()
+            .unwrap()
+            .contains("docker compose logs loki")
+    );
+    assert_eq!(
+        check.help.as_deref(),
+        Some("docs/troubleshooting.md#verify-unreachable")
+    );
 }
