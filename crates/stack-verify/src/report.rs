@@ -182,3 +182,36 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod anchors {
+    use crate::{Endpoints, Options, checks};
+
+    /// Every ✗ links to an entry of docs/troubleshooting.md: each anchor a check can print
+    /// exists there.
+    #[test]
+    fn every_help_link_has_its_entry() {
+        let doc = include_str!("../../../docs/troubleshooting.md");
+        let options = Options {
+            endpoints: Endpoints::compose(),
+            grafana_user: String::new(),
+            grafana_password: String::new(),
+            wait: std::time::Duration::ZERO,
+            request_timeout: std::time::Duration::from_secs(1),
+            probe_alert: true,
+            only: vec![],
+        };
+        let mut anchors: Vec<&str> = checks::all(&options)
+            .iter()
+            .map(|c| c.hint.anchor)
+            .collect();
+        anchors.push("verify-unreachable");
+        for anchor in anchors {
+            assert!(!anchor.is_empty());
+            assert!(
+                doc.contains(&format!("<a id=\"{anchor}\"></a>")),
+                "docs/troubleshooting.md has no entry for #{anchor}"
+            );
+        }
+    }
+}
