@@ -42,6 +42,9 @@ pub enum Command {
         /// The URL to GET.
         url: String,
     },
+    /// Prove the running stack works, through its services' HTTP APIs: a checklist, one line
+    /// per check (`docker compose run --rm verify`; docs/troubleshooting.md explains each ✗).
+    Verify(Box<crate::verify_stack::VerifyArgs>),
     /// Receive Alertmanager webhooks and log each alert as a JSON line (an offline receiver).
     AlertLog {
         /// Address to listen on.

@@ -21,3 +21,4 @@ pub mod run;
 pub mod scenario;
 pub mod schedule;
 pub mod signals;
+pub mod verify_stack;

@@ -567,6 +567,29 @@ def check_stands_alone() -> None:
                 fail(f"{file}:{n}: refers to notes outside this repository ({outside.search(line).group(0)}); docs/contracts.md is the source")
 
 
+def check_verify_build_inputs() -> None:
+    """`load-gen verify` reads Grafana's provisioning, the rule groups and the query catalogs at
+    build time (crates/stack-verify/build.rs): the image build must get every one of them, or
+    `docker compose build` fails inside the builder (COPY in the Dockerfile, and allowed by
+    .dockerignore, which lets in only what it names)."""
+    build_rs = (ROOT / "crates/stack-verify/build.rs").read_text()
+    block = re.search(r"for dir in \[(.*?)\]", build_rs, re.S)
+    dirs = re.findall(r'"([\w/.-]+)"', block.group(1)) if block else []
+    if not dirs:
+        fail("crates/stack-verify/build.rs: no `for dir in [...]` list of what it reads")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for d in dirs:
+        if not re.search(rf"^COPY {re.escape(d)} {re.escape(d)}$", dockerfile, re.M):
+            fail(f"Dockerfile: the builder must `COPY {d} {d}`: crates/stack-verify/build.rs reads it")
+        # Markdown is excluded by `**/*.md`: what verify reads of it must be allowed after that line.
+        markdown = f"!{d}" if d.endswith(".md") else f"!{d}/*.md" if d == "queries" else None
+        after = ignore[next((i for i, line in enumerate(ignore) if line == "**/*.md"), len(ignore)):]
+        if f"!{d}" not in ignore or (markdown and markdown not in after):
+            fail(f".dockerignore: must allow `{markdown or '!' + d}` (after `**/*.md` for Markdown): "
+                 "crates/stack-verify/build.rs reads it")
+
+
 def check_stack() -> None:
     compose = compose_file()
     env = env_file()
@@ -582,6 +605,7 @@ def check_stack() -> None:
     check_usage_reporting(compose)
     check_loki_ready()
     check_grafana_access(compose, env)
+    check_verify_build_inputs()
 
 
 def check_label_bounds() -> None:
@@ -627,6 +651,8 @@ SELF_TESTS = [
     ("retention in prometheus.yml as well as the deprecated flag (2.42's promtool also refuses the file)",
      "prometheus/prometheus.yml", "\nrule_files:\n", "\nstorage:\n  tsdb:\n    retention:\n      time: 7d\n\nrule_files:\n",
      "both set retention"),
+    ("a directory verify's build reads, left out of the image build", "Dockerfile",
+     "COPY queries queries\n", "", "the builder must `COPY queries queries`"),
     ("a key Tempo 3.0.3 does not have", "tempo/tempo.yaml",
      "  max_concurrent_queries: 4", "  max_concurrent_querys: 4", "`querier.max_concurrent_querys` is not a Tempo 3.0.3 key"),
 ]
