@@ -21,10 +21,12 @@
 mod bodies;
 mod floods;
 mod headers;
+mod held_connections;
 mod methods;
 mod paths;
 mod profile_pulls;
 mod raw;
+mod rejections;
 mod siege;
 mod slow_clients;
 mod target;
