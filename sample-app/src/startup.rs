@@ -25,7 +25,7 @@ use crate::{
     },
     server,
     settings::Settings,
-    state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, OrderBook},
+    state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, MAX_CONCURRENT_FAULT_BURNS, OrderBook},
     telemetry::{
         metrics::AppMetrics,
         middleware::{RouteTemplate, observe_request},
@@ -86,7 +86,8 @@ impl Application {
             downstream,
             profiler,
             metrics: metrics.clone(),
-            cpu_bursts: Semaphore::new(MAX_CONCURRENT_BURSTS),
+            cpu_bursts: Arc::new(Semaphore::new(MAX_CONCURRENT_BURSTS)),
+            fault_burns: Arc::new(Semaphore::new(MAX_CONCURRENT_FAULT_BURNS)),
             faults,
         });
         let observe = settings.telemetry_enabled;
