@@ -67,6 +67,7 @@ impl Application {
             vec![
                 Box::new(FaultCollector(faults.clone())),
                 Box::new(otlp_tracing::SpanExportCollector),
+                Box::new(otlp_tracing::SpanProcessedCollector),
             ],
         );
         let downstream = match &settings.downstream_url {

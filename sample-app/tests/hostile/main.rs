@@ -29,5 +29,6 @@ mod raw;
 mod rejections;
 mod siege;
 mod slow_clients;
+mod span_limits;
 mod target;
 mod worst_case;
