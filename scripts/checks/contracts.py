@@ -626,6 +626,10 @@ def check_label_bounds() -> None:
     errors = re.findall(r'Self::\w+ => "(\w+)"', client_rs)
     if sorted(errors) != sorted(bounds["loadgen_error_kinds"]):
         fail(f"docs/contracts.md label_bounds.loadgen_error_kinds != load-gen's ErrorKind {errors}")
+    rejection_rs = (ROOT / "sample-app/src/server/rejection.rs").read_text()
+    reasons = re.findall(r'Self::\w+ => "(\w+)"', rejection_rs)
+    if sorted(reasons) != sorted(bounds["protocol_error_reasons"]):
+        fail(f"docs/contracts.md label_bounds.protocol_error_reasons != sample-app's rejection Reason {reasons}")
     templates = (ROOT / "sample-app/src/routes/templates.rs").read_text()
     routes = len(re.findall(r'^\s+"/[^"]*",$', templates, re.M)) + 2   # + /admin/faults, unmatched
     if routes > bounds["max_routes"]:

@@ -8,7 +8,7 @@ use opentelemetry::trace::TraceContextExt;
 use prometheus_client::{
     collector::Collector,
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
 
@@ -51,6 +51,12 @@ pub struct ClientRequestLabels {
     pub error_type: String,
 }
 
+/// Why a request was refused before routing (`sample-app/src/server/rejection.rs`, `Reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolErrorLabels {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TraceExemplar {
     pub trace_id: String,
@@ -90,6 +96,7 @@ pub struct AppMetrics {
     pub server_duration: DurationFamily<ServerRequestLabels>,
     pub active_requests: Family<ActiveRequestLabels, Gauge>,
     pub client_duration: DurationFamily<ClientRequestLabels>,
+    protocol_errors: Family<ProtocolErrorLabels, Counter>,
 }
 
 impl AppMetrics {
@@ -118,6 +125,12 @@ impl AppMetrics {
             Unit::Seconds,
             client_duration.clone(),
         );
+        let protocol_errors = Family::<ProtocolErrorLabels, Counter>::default();
+        registry.register(
+            "http_server_protocol_errors",
+            "Requests refused before routing (400, 408, 431 from the HTTP/1 layer), by reason",
+            protocol_errors.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -139,7 +152,21 @@ impl AppMetrics {
             server_duration,
             active_requests,
             client_duration,
+            protocol_errors,
         }
+    }
+
+    /// Counts `n` requests refused before routing for `reason` (`n = 0` exports the series).
+    pub fn count_protocol_errors(&self, reason: &str, n: u64) {
+        self.protocol_errors
+            .get_or_create(&ProtocolErrorLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn count_protocol_error(&self, reason: &str) {
+        self.count_protocol_errors(reason, 1);
     }
 
     /// The OpenMetrics text of every metric, for `GET /metrics`.
