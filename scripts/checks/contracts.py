@@ -276,8 +276,11 @@ def check_images(compose: dict, env: dict) -> None:
             fail(f"docker-compose.yml: {name} must build target {target!r} of the root Dockerfile (build: {{context: ., target: {target}}})")
         if target not in stages:
             fail(f"Dockerfile: no stage named {target!r}")
-        if service.get("pull_policy") not in ("never", "build"):
-            fail(f"docker-compose.yml: {name}'s image is built here and in no registry: set pull_policy: never, or `docker compose pull` fails on it")
+        if service.get("pull_policy", "missing") != "missing":
+            fail(f"docker-compose.yml: {name} sets pull_policy {service['pull_policy']!r}: the release workflow publishes its "
+                 "image, and with build: and the default policy Compose pulls it and builds only when it cannot")
+        if not re.fullmatch(r"ghcr\.io/[a-z0-9-]+/" + re.escape(target) + r":\d+\.\d+\.\d+", env.get(var.group(1), "")):
+            fail(f".env: {var.group(1)}={env.get(var.group(1))!r} is not the release workflow's ghcr.io/<owner>/{target}:<version>")
     for row in contract.table("Versions"):
         if env.get(row["variable"]) != row["image"]:
             fail(f".env: {row['variable']} is {env.get(row['variable'])!r}; docs/contracts.md ## Versions pins {row['image']}")
