@@ -23,6 +23,15 @@ COPY crates crates
 COPY sample-app sample-app
 COPY load-gen load-gen
 COPY tools/query-check tools/query-check
+# What `load-gen verify` checks the running stack against, read at build time
+# (crates/stack-verify/build.rs): Grafana's provisioning and dashboards, the rule groups, the
+# query catalogs, the contract's profile types.
+COPY grafana/provisioning grafana/provisioning
+COPY grafana/dashboards grafana/dashboards
+COPY prometheus/rules prometheus/rules
+COPY loki/rules loki/rules
+COPY queries queries
+COPY docs/contracts.md docs/contracts.md
 # One cargo invocation for both binaries: the dependencies they share are resolved once (one
 # feature set) and compiled once. The crate registry and the target directory live in BuildKit
 # cache mounts, which outlive the layer: after a source change the next build recompiles only

@@ -16,6 +16,13 @@ asyncio server in this script. Traffic goes to 127.0.0.1 only.
 
 Usage: scripts/bench_load_gen.py [--rounds 3] [--seconds 8] [--long-seconds 60] [--only spans]
 Needs: wrk (Debian), oha (cargo install oha --locked), a release build of both crates.
+
+--callgrind: instead, load-gen's instructions per request with callgrind (scripts/callgrind_cost.py:
+two runs of --requests SMALL,LARGE requests, one worker on one connection, differenced):
+client spans exported over OTLP/gRPC, spans made but not sampled, and no spans (a traceparent
+only). The target runs natively; only load-gen is counted. Needs valgrind and the .venv.
+
+    scripts/bench_load_gen.py --callgrind [--requests 200,1200]
 """
 
 import argparse
@@ -34,9 +41,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import callgrind_cost  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-LOAD_GEN = ROOT / "target/release/load-gen"
-SAMPLE_APP = ROOT / "target/release/sample-app"
+LOAD_GEN = callgrind_cost.release_binary("load-gen")
+SAMPLE_APP = callgrind_cost.release_binary("sample-app")
 
 
 def free_port() -> int:
@@ -231,6 +241,32 @@ def client_spans(url: str, mix: str, rounds: int, seconds: int) -> list[str]:
             f"\nA client span costs {on - off:.2f} µs of load-gen CPU per request."]
 
 
+def callgrind(port: int, requests: str) -> list[str]:
+    """load-gen's instructions per request: client span exported, not sampled, none."""
+    small, large = (int(n) for n in requests.split(","))
+    work = Path(tempfile.mkdtemp(prefix="callgrind-load-gen-"))
+    results = {}
+    with callgrind_cost.OtlpReceiver() as receiver:
+        exporting = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **callgrind_cost.BATCH_ENV}
+        modes = {
+            "no client span (traceparent only)": ({"OTEL_TRACES_EXPORTER": "none"}, []),
+            "client span, not sampled": (exporting, ["--trace-sampled", "false"]),
+            "client span exported": (exporting, []),
+        }
+        for name, (env, extra) in modes.items():
+            results[name] = callgrind_cost.measure(
+                name, lambda n, f, env=env, extra=extra: callgrind_cost.load_gen_run(LOAD_GEN, port, env, extra, n, f),
+                (small, large), work)
+            print(f"{name:>36}: {results[name].per_request:9.0f} instructions per request", file=sys.stderr)
+    base = results["no client span (traceparent only)"].per_request
+    lines = [f"load-gen, instructions per request (callgrind; {large} minus {small} requests, one worker, "
+             f"divided by {large - small}); target GET /health\n",
+             "| load-gen | instructions per request | added by the client span |", "|---|---:|---:|"]
+    lines += [f"| {name} | {m.per_request:,.0f} | {m.per_request - base:+,.0f} |" for name, m in results.items()]
+    lines.append(f"\n(callgrind output files: {work})")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -238,6 +274,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--long-seconds", type=int, default=60)
     parser.add_argument("--only", choices=["spans"], help="run one section only")
+    parser.add_argument("--callgrind", action="store_true", help="count load-gen's instructions per request instead")
+    parser.add_argument("--requests", default=",".join(map(str, callgrind_cost.DEFAULT_COUNTS)),
+                        help="--callgrind: SMALL,LARGE requests of the two runs")
     args = parser.parse_args()
     subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "load-gen", "-p", "sample-app"], cwd=ROOT, check=True)
     oha_bin = shutil.which("oha") or next((str(p) for p in [Path("/tmp/oha/bin/oha")] if p.exists()), None)
@@ -251,7 +290,9 @@ def main() -> int:
     try:
         url = f"http://127.0.0.1:{port}/health"
         wait_ready(url)
-        if args.only == "spans":
+        if args.callgrind:
+            lines = callgrind(port, args.requests)
+        elif args.only == "spans":
             lines = client_spans(url, mix, args.rounds, args.seconds)
         else:
             lines = (throughput(args, url, mix, oha_bin) + accuracy(url, mix) + stall(oha_bin)

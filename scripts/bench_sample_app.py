@@ -21,6 +21,15 @@ adds, and the resident memory heap sampling adds (VmRSS after the load).
 Usage: scripts/bench_sample_app.py [--rounds 3] [--seconds 8] [--connections 16]
                                    [--only "all signals,no span labels"]
 Needs: wrk (Debian), the .venv from scripts/install-test-tools. Traffic goes to 127.0.0.1 only.
+
+--callgrind: instead of wall-clock rounds, count the instructions of one request with callgrind
+(scripts/callgrind_cost.py: two runs of --requests SMALL,LARGE GETs on one keep-alive
+connection, differenced), for each configuration of callgrind_cost.sample_app_configs, then the
+per-signal breakdown and the functions the instructions of "all signals" go to (inclusive and
+self, per request, minus "off"). Deterministic: the same binary gives the same counts within a
+few instructions whatever else the machine does. Needs valgrind.
+
+    scripts/bench_sample_app.py --callgrind [--requests 200,1200] [--top 40] [--binary PATH]
 """
 
 import argparse
@@ -31,14 +40,18 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import callgrind_cost  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
-BINARY = ROOT / "target/release/sample-app"
+BINARY = callgrind_cost.release_binary("sample-app")
 ENDPOINT = "/api/orders/1"
 
 
@@ -109,7 +122,7 @@ def measure(env: dict, args) -> tuple[float, float, float, float]:
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYROSCOPE_", "SAMPLE_APP_"))}
     full_env.update(env, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}", RUST_LOG="info")
-    app = subprocess.Popen([BINARY], env=full_env, stdout=subprocess.DEVNULL)
+    app = subprocess.Popen([args.binary], env=full_env, stdout=subprocess.DEVNULL)
     try:
         wait_ready(port)
         body = json.dumps({"item": "widget", "quantity": 1}).encode()
@@ -125,15 +138,84 @@ def measure(env: dict, args) -> tuple[float, float, float, float]:
         app.wait(timeout=30)
 
 
+# Telemetry-related frames for the inclusive profile (the rest of an inclusive profile is the
+# runtime and actix wrapping everything).
+TELEMETRY_FRAMES = re.compile(r"sample_app::telemetry|tracing|opentelemetry|prost|tonic|prometheus_client|"
+                              r"serde_json|span|Span|hyper::proto::h2|h2::|jemalloc|_rjem|time::formatting")
+
+
+def callgrind(args) -> int:
+    """Instructions per request per configuration (see the module docstring)."""
+    small, large = (int(n) for n in args.requests.split(","))
+    if not 0 < small < large:
+        raise SystemExit(f"--requests: want SMALL,LARGE with 0 < SMALL < LARGE, got {args.requests}")
+    work = Path(tempfile.mkdtemp(prefix="callgrind-sample-app-"))
+    results: dict[str, callgrind_cost.Measurement] = {}
+    with callgrind_cost.OtlpReceiver() as receiver:
+        configs = callgrind_cost.sample_app_configs(receiver.endpoint)
+        if args.only:
+            wanted = {"off", *(name.strip() for name in args.only.split(","))}
+            configs = {name: env for name, env in configs.items() if name in wanted}
+        for name, env in configs.items():
+            results[name] = callgrind_cost.measure(
+                name, lambda n, f, env=env: callgrind_cost.sample_app_run(args.binary, env, n, f), (small, large), work)
+            print(f"{name:>20}: {results[name].per_request:9.0f} instructions per request", file=sys.stderr)
+    off = results["off"].per_request
+    print(f"GET {ENDPOINT}, instructions per request (callgrind; {large} minus {small} requests on one "
+          f"keep-alive connection, divided by {large - small})\n")
+    print("| configuration | instructions per request | added by telemetry | added ÷ uninstrumented request |")
+    print("|---|---:|---:|---:|")
+    for name, m in results.items():
+        print(f"| {name} | {m.per_request:,.0f} | {m.per_request - off:+,.0f} | {(m.per_request - off) / off:.2f}x |")
+    if "all signals" in results:
+        full = results["all signals"].per_request
+        parts = [("span export (batching, encoding, gRPC)", "spans not exported"),
+                 ("JSON access log line", "no access log"),
+                 ("span labels for CPU profiles", "no span labels"),
+                 ("heap sampling", "no heap sampling")]
+        print("\n| part of \"all signals\" | instructions per request | how |")
+        print("|---|---:|---|")
+        for part, without in parts:
+            if without in results:
+                print(f"| {part} | {full - results[without].per_request:+,.0f} | all signals − {without} |")
+        if "spans not sampled" in results and "spans not exported" in results:
+            sampled = results["spans not exported"].per_request - results["spans not sampled"].per_request
+            print(f"| recording a sampled span (its attributes, its end) | {sampled:+,.0f} | spans not exported − spans not sampled |")
+        if "spans not sampled" in results:
+            print(f"| everything else: the span's creation, the metric, the middleware, the log line without ids "
+                  f"| {results['spans not sampled'].per_request - off:+,.0f} | spans not sampled − off |")
+        for inclusive in (True, False):
+            rows = callgrind_cost.added_costs(results["all signals"], results["off"], inclusive, top=400)
+            if inclusive:
+                rows = [row for row in rows if TELEMETRY_FRAMES.search(row[0])]
+            print(f"\nWhere the instructions of \"all signals\" go: {'inclusive' if inclusive else 'self'} "
+                  f"instructions per request, minus \"off\" (callgrind_annotate, top {args.top})\n")
+            print("| instructions per request | function |")
+            print("|---:|---|")
+            for function, cost in rows[:args.top]:
+                print(f"| {cost:,.0f} | `{function}` |")
+    print(f"\n(callgrind output files: {work})", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", default="", help="comma-separated configurations to run (off is always run)")
+    parser.add_argument("--callgrind", action="store_true", help="count instructions per request instead")
+    parser.add_argument("--requests", default=",".join(map(str, callgrind_cost.DEFAULT_COUNTS)),
+                        help="--callgrind: SMALL,LARGE requests of the two runs")
+    parser.add_argument("--top", type=int, default=40, help="--callgrind: functions in each profile table")
+    parser.add_argument("--binary", type=Path, help="use this build instead of building target/release/sample-app")
     args = parser.parse_args()
 
-    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", "sample-app"], cwd=ROOT, check=True)
+    if args.binary is None:
+        callgrind_cost.build_release("sample-app")
+        args.binary = BINARY
+    if args.callgrind:
+        return callgrind(args)
     sink = subprocess.Popen([ROOT / ".venv/bin/python", ROOT / "scripts/otlp_sink.py", "--discard"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     grpc_port = json.loads(sink.stdout.readline())["grpc_port"]

@@ -23,3 +23,4 @@ pub mod run;
 pub mod scenario;
 pub mod schedule;
 pub mod signals;
+pub mod verify_stack;

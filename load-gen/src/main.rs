@@ -112,6 +112,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             load_gen::history::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify(args) => load_gen::verify_stack::run(*args).await,
         Command::AlertLog { listen } => {
             load_gen::alert_log::serve(listen).await?;
             Ok(ExitCode::SUCCESS)

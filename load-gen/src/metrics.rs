@@ -77,6 +77,7 @@ impl Default for LoadMetrics {
             in_flight.clone(),
         );
         registry.register_collector(Box::new(otlp_tracing::SpanExportCollector));
+        registry.register_collector(Box::new(otlp_tracing::SpanProcessedCollector));
         let duration = Histogram::new(BUCKETS);
         registry.register_with_unit(
             "loadgen_request_duration",

@@ -6,6 +6,7 @@ pub mod error;
 pub mod faults;
 pub mod healthcheck;
 pub mod routes;
+pub mod server;
 pub mod settings;
 pub mod startup;
 pub mod state;

@@ -45,7 +45,14 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(e) => return fail("could not start the service", &e),
     };
-    tracing::info!(address = %app.address(), service.name = %settings.otel.service_name, "listening");
+    match app.admin_address() {
+        Some(admin) => {
+            tracing::info!(address = %app.address(), admin_address = %admin, service.name = %settings.otel.service_name, "listening")
+        }
+        None => {
+            tracing::info!(address = %app.address(), service.name = %settings.otel.service_name, "listening")
+        }
+    }
     let served = app.run_until_stopped().await;
     tracing::info!("stopped serving; flushing telemetry");
     telemetry.shutdown(settings.shutdown_timeout).await;

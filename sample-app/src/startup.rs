@@ -8,7 +8,7 @@ use std::{
 };
 
 use actix_web::{
-    App, HttpServer,
+    App,
     dev::{Server, ServerHandle},
     guard,
     middleware::{Condition, from_fn},
@@ -23,8 +23,9 @@ use crate::{
         admin, demo, downstream, extractors, health, index, metrics, orders, pprof,
         templates::{APP_ROUTES, OPERATIONAL_ROUTES},
     },
+    server,
     settings::Settings,
-    state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, OrderBook},
+    state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, MAX_CONCURRENT_FAULT_BURNS, OrderBook},
     telemetry::{
         metrics::AppMetrics,
         middleware::{RouteTemplate, observe_request},
@@ -35,6 +36,7 @@ use crate::{
 pub struct Application {
     server: Server,
     address: SocketAddr,
+    admin_address: Option<SocketAddr>,
 }
 
 impl Application {
@@ -46,6 +48,13 @@ impl Application {
         let address = listener
             .local_addr()
             .context("while reading the bound address")?;
+        let admin_listener = settings
+            .admin_listen
+            .map(|admin| {
+                TcpListener::bind(admin)
+                    .with_context(|| format!("while binding {admin} (SAMPLE_APP_ADMIN_LISTEN)"))
+            })
+            .transpose()?;
         let faults = Arc::new(Faults::new(settings.faults_enabled, APP_ROUTES));
         if let Some(plan) = settings.initial_faults.clone() {
             faults
@@ -58,6 +67,7 @@ impl Application {
             vec![
                 Box::new(FaultCollector(faults.clone())),
                 Box::new(otlp_tracing::SpanExportCollector),
+                Box::new(otlp_tracing::SpanProcessedCollector),
             ],
         );
         let downstream = match &settings.downstream_url {
@@ -77,32 +87,87 @@ impl Application {
             downstream,
             profiler,
             metrics: metrics.clone(),
-            cpu_bursts: Semaphore::new(MAX_CONCURRENT_BURSTS),
+            cpu_bursts: Arc::new(Semaphore::new(MAX_CONCURRENT_BURSTS)),
+            fault_burns: Arc::new(Semaphore::new(MAX_CONCURRENT_FAULT_BURNS)),
             faults,
         });
-        let metrics = web::Data::new(metrics);
         let observe = settings.telemetry_enabled;
-        let admin = settings.faults_enabled;
-
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(metrics.clone())
-                .app_data(extractors::query_config())
-                .app_data(extractors::path_config())
-                .wrap(Condition::new(observe, from_fn(observe_request)))
-                .configure(|cfg| routes(cfg, admin))
-                .default_service(web::to(extractors::not_found))
+        let faults = settings.faults_enabled;
+        let app_metrics = metrics.clone();
+        let app = move |parts: Parts| {
+            let (state, metrics) = (state.clone(), web::Data::new(app_metrics.clone()));
+            move || {
+                App::new()
+                    .app_data(state.clone())
+                    .app_data(metrics.clone())
+                    .app_data(extractors::query_config())
+                    .app_data(extractors::path_config())
+                    .wrap(Condition::new(observe, from_fn(observe_request)))
+                    .configure(|cfg| routes(cfg, parts))
+                    .default_service(web::to(extractors::not_found))
+            }
+        };
+        let builder = actix_server::Server::build()
+            .max_concurrent_connections(settings.connections.max_connections_per_worker)
+            .shutdown_timeout(settings.shutdown_timeout.as_secs());
+        let shutdown = builder.graceful_shutdown_signal();
+        let serve = |builder, name, listener, parts| {
+            server::listen(
+                builder,
+                name,
+                listener,
+                settings.connections,
+                metrics.clone(),
+                shutdown.clone(),
+                app(parts),
+            )
+            .context("while starting the HTTP server")
+        };
+        let (public, admin_address) = match admin_listener {
+            None => {
+                let everything = Parts {
+                    app: true,
+                    debug: true,
+                    admin: faults,
+                };
+                (serve(builder, "public", listener, everything)?, None)
+            }
+            Some(admin_listener) => {
+                let admin_address = admin_listener
+                    .local_addr()
+                    .context("while reading the bound admin address")?;
+                let app_only = Parts {
+                    app: true,
+                    debug: false,
+                    admin: false,
+                };
+                let admin_only = Parts {
+                    app: false,
+                    debug: true,
+                    admin: faults,
+                };
+                let builder = serve(builder, "public", listener, app_only)?;
+                (
+                    serve(builder, "admin", admin_listener, admin_only)?,
+                    Some(admin_address),
+                )
+            }
+        };
+        let server = public.run();
+        Ok(Self {
+            server,
+            address,
+            admin_address,
         })
-        .listen(listener)
-        .context("while starting the HTTP server")?
-        .shutdown_timeout(settings.shutdown_timeout.as_secs())
-        .run();
-        Ok(Self { server, address })
     }
 
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `/admin/*` and `/debug/pprof/*` are served, when not on [`Self::address`].
+    pub fn admin_address(&self) -> Option<SocketAddr> {
+        self.admin_address
     }
 
     /// A handle to stop the server from elsewhere (tests; signals are handled by actix).
@@ -115,7 +180,20 @@ impl Application {
     }
 }
 
-fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
+/// Which routes a listener serves: with `--admin-listen`, the public one serves the app and its
+/// probes and scrapes, the admin one the profile pulls and the fault switch; without it, one
+/// listener serves all.
+#[derive(Clone, Copy, Debug)]
+struct Parts {
+    /// The application routes, `/health`, `/ready`, `/metrics`.
+    app: bool,
+    /// `/debug/pprof/*`.
+    debug: bool,
+    /// `/admin/faults` (only with faults enabled).
+    admin: bool,
+}
+
+fn routes(cfg: &mut web::ServiceConfig, parts: Parts) {
     // Operational routes: never faulted, so health checks, scrapes and profiles keep working.
     let ops = |path: &'static str, route: actix_web::Route| {
         debug_assert!(
@@ -124,18 +202,25 @@ fn routes(cfg: &mut web::ServiceConfig, admin: bool) {
         );
         resource(path).route(route)
     };
-    cfg.service(ops("/health", get().to(health::health)))
-        .service(ops("/ready", get().to(health::ready)))
-        .service(ops("/metrics", get().to(metrics::metrics)))
-        .service(ops("/debug/pprof/profile", get().to(pprof::profile)))
-        .service(ops("/debug/pprof/heap", get().to(pprof::heap)));
-    if admin {
+    if parts.app {
+        cfg.service(ops("/health", get().to(health::health)))
+            .service(ops("/ready", get().to(health::ready)))
+            .service(ops("/metrics", get().to(metrics::metrics)));
+    }
+    if parts.debug {
+        cfg.service(ops("/debug/pprof/profile", get().to(pprof::profile)))
+            .service(ops("/debug/pprof/heap", get().to(pprof::heap)));
+    }
+    if parts.admin {
         cfg.service(
             resource("/admin/faults")
                 .route(web::get().to(admin::get_faults))
                 .route(web::put().to(admin::put_faults))
                 .route(web::delete().to(admin::delete_faults)),
         );
+    }
+    if !parts.app {
+        return;
     }
     // Faults wrap the route, not the resource: a request the route does not serve (a 405) is
     // never faulted, so a fault cannot multiply its statuses by every method a client makes

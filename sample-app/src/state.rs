@@ -26,6 +26,10 @@ pub const MAX_ORDERS: usize = 10_000;
 pub const KEPT_FOREVER: u64 = 1_000;
 /// `/generate-load` bursts that may burn CPU at once; more get 429.
 pub const MAX_CONCURRENT_BURSTS: usize = 4;
+/// CPU burns asked for with `x-fault-cpu-burn-ms` that may run at once; more get 429. Any client
+/// may send the header (when faults are enabled), so it gets the bound `/generate-load` has.
+/// A plan's `cpu_burn_ms` is not bounded: it is set on the admin route, to saturate the CPU.
+pub const MAX_CONCURRENT_FAULT_BURNS: usize = 4;
 
 pub struct AppState {
     pub service_name: String,
@@ -34,7 +38,11 @@ pub struct AppState {
     pub downstream: Option<Downstream>,
     pub profiler: Option<Profiler>,
     pub metrics: AppMetrics,
-    pub cpu_bursts: Semaphore,
+    /// Permits for `/generate-load` bursts; a burst holds one until its CPU work ends (even
+    /// when the client has gone).
+    pub cpu_bursts: Arc<Semaphore>,
+    /// Permits for burns asked for with `x-fault-cpu-burn-ms`, held the same way.
+    pub fault_burns: Arc<Semaphore>,
     pub faults: Arc<Faults>,
 }
 

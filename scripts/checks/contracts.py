@@ -276,20 +276,59 @@ def check_images(compose: dict, env: dict) -> None:
             fail(f"docker-compose.yml: {name} must build target {target!r} of the root Dockerfile (build: {{context: ., target: {target}}})")
         if target not in stages:
             fail(f"Dockerfile: no stage named {target!r}")
-        if service.get("pull_policy") not in ("never", "build"):
-            fail(f"docker-compose.yml: {name}'s image is built here and in no registry: set pull_policy: never, or `docker compose pull` fails on it")
+        if service.get("pull_policy", "missing") != "missing":
+            fail(f"docker-compose.yml: {name} sets pull_policy {service['pull_policy']!r}: the release workflow publishes its "
+                 "image, and with build: and the default policy Compose pulls it and builds only when it cannot")
+        if not re.fullmatch(r"ghcr\.io/[a-z0-9-]+/" + re.escape(target) + r":\d+\.\d+\.\d+", env.get(var.group(1), "")):
+            fail(f".env: {var.group(1)}={env.get(var.group(1))!r} is not the release workflow's ghcr.io/<owner>/{target}:<version>")
     for row in contract.table("Versions"):
         if env.get(row["variable"]) != row["image"]:
             fail(f".env: {row['variable']} is {env.get(row['variable'])!r}; docs/contracts.md ## Versions pins {row['image']}")
 
 
+MEMORY_BUDGET_MIB = 3072  # the default services fit a 3 GiB laptop share (docs/setup.md)
+GOMEMLIMIT_RATIO = 0.8
+
+
+def mebibytes_of(limit: str) -> float:
+    return int(limit[:-1]) * {"k": 1 / 1024, "m": 1, "g": 1024}[limit[-1].lower()]
+
+
 def check_memory_budget(compose: dict) -> None:
-    mib = {"k": 1 / 1024, "m": 1, "g": 1024}
+    """The services `docker compose up` keeps running fit MEMORY_BUDGET_MIB; docs/setup.md and
+    the compose header state both sums (running, and with the on-demand containers). Every Go
+    backend's garbage collector aims below its limit: GOMEMLIMIT = 0.8 x mem_limit, or Tempo's
+    own automemlimit (tempo/tempo.yaml) — the Go runtime otherwise lets the heap double between
+    collections, past a container limit set from measured peaks."""
     services = compose["services"]
-    total = sum(int(s["mem_limit"][:-1]) * mib[s["mem_limit"][-1].lower()] for s in services.values() if "mem_limit" in s)
+    running = sum(mebibytes_of(s["mem_limit"]) for s in services.values()
+                  if "mem_limit" in s and not s.get("profiles") and s.get("restart") != "no")
+    everything = sum(mebibytes_of(s["mem_limit"]) for s in services.values() if "mem_limit" in s)
+    if running > MEMORY_BUDGET_MIB:
+        fail(f"docker-compose.yml: the running services' memory limits add up to {running:.0f} MiB, "
+             f"over the {MEMORY_BUDGET_MIB} MiB budget")
     setup = (ROOT / "docs/setup.md").read_text() if (ROOT / "docs/setup.md").exists() else ""
-    if f"{total:.0f} MiB" not in setup or f"{total:.0f} MiB" not in (ROOT / "docker-compose.yml").read_text():
-        fail(f"the memory limits add up to {total:.0f} MiB: docs/setup.md and docker-compose.yml must say so")
+    header = (ROOT / "docker-compose.yml").read_text()
+    for total in (running, everything):
+        if f"{total:.0f} MiB" not in setup or f"{total:.0f} MiB" not in header:
+            fail(f"the memory limits add up to {total:.0f} MiB ({running:.0f} MiB running, {everything:.0f} MiB with "
+                 f"the on-demand and one-shot containers): docs/setup.md and docker-compose.yml must say so")
+    tempo = yaml.safe_load((ROOT / "tempo/tempo.yaml").read_text()).get("memory", {})
+    for name, service in services.items():
+        var = re.fullmatch(r"\$\{(\w+)\}", service.get("image", ""))
+        if var and var.group(1) in contract.values()["built_here"]:
+            continue  # the Rust programs: no garbage collector
+        limit = mebibytes_of(service["mem_limit"])
+        if name == "tempo":
+            if not (tempo.get("automemlimit_enabled") and tempo.get("automemlimit_ratio") == GOMEMLIMIT_RATIO):
+                fail(f"tempo/tempo.yaml: memory.automemlimit_enabled with ratio {GOMEMLIMIT_RATIO} is how Tempo's GC "
+                     f"stays below its {limit:.0f} MiB limit")
+            continue
+        environment = service.get("environment") or {}
+        want = f"{int(limit * GOMEMLIMIT_RATIO)}MiB"
+        if environment.get("GOMEMLIMIT") != want:
+            fail(f"docker-compose.yml: {name} has GOMEMLIMIT {environment.get('GOMEMLIMIT')!r}; "
+                 f"{GOMEMLIMIT_RATIO} x its mem_limit is {want}")
 
 
 def check_service_identity(compose: dict) -> None:
@@ -567,6 +606,29 @@ def check_stands_alone() -> None:
                 fail(f"{file}:{n}: refers to notes outside this repository ({outside.search(line).group(0)}); docs/contracts.md is the source")
 
 
+def check_verify_build_inputs() -> None:
+    """`load-gen verify` reads Grafana's provisioning, the rule groups and the query catalogs at
+    build time (crates/stack-verify/build.rs): the image build must get every one of them, or
+    `docker compose build` fails inside the builder (COPY in the Dockerfile, and allowed by
+    .dockerignore, which lets in only what it names)."""
+    build_rs = (ROOT / "crates/stack-verify/build.rs").read_text()
+    block = re.search(r"for dir in \[(.*?)\]", build_rs, re.S)
+    dirs = re.findall(r'"([\w/.-]+)"', block.group(1)) if block else []
+    if not dirs:
+        fail("crates/stack-verify/build.rs: no `for dir in [...]` list of what it reads")
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    ignore = (ROOT / ".dockerignore").read_text().splitlines()
+    for d in dirs:
+        if not re.search(rf"^COPY {re.escape(d)} {re.escape(d)}$", dockerfile, re.M):
+            fail(f"Dockerfile: the builder must `COPY {d} {d}`: crates/stack-verify/build.rs reads it")
+        # Markdown is excluded by `**/*.md`: what verify reads of it must be allowed after that line.
+        markdown = f"!{d}" if d.endswith(".md") else f"!{d}/*.md" if d == "queries" else None
+        after = ignore[next((i for i, line in enumerate(ignore) if line == "**/*.md"), len(ignore)):]
+        if f"!{d}" not in ignore or (markdown and markdown not in after):
+            fail(f".dockerignore: must allow `{markdown or '!' + d}` (after `**/*.md` for Markdown): "
+                 "crates/stack-verify/build.rs reads it")
+
+
 def check_stack() -> None:
     compose = compose_file()
     env = env_file()
@@ -582,6 +644,7 @@ def check_stack() -> None:
     check_usage_reporting(compose)
     check_loki_ready()
     check_grafana_access(compose, env)
+    check_verify_build_inputs()
 
 
 def check_label_bounds() -> None:
@@ -602,6 +665,10 @@ def check_label_bounds() -> None:
     errors = re.findall(r'Self::\w+ => "(\w+)"', client_rs)
     if sorted(errors) != sorted(bounds["loadgen_error_kinds"]):
         fail(f"docs/contracts.md label_bounds.loadgen_error_kinds != load-gen's ErrorKind {errors}")
+    rejection_rs = (ROOT / "sample-app/src/server/rejection.rs").read_text()
+    reasons = re.findall(r'Self::\w+ => "(\w+)"', rejection_rs)
+    if sorted(reasons) != sorted(bounds["protocol_error_reasons"]):
+        fail(f"docs/contracts.md label_bounds.protocol_error_reasons != sample-app's rejection Reason {reasons}")
     templates = (ROOT / "sample-app/src/routes/templates.rs").read_text()
     routes = len(re.findall(r'^\s+"/[^"]*",$', templates, re.M)) + 2   # + /admin/faults, unmatched
     if routes > bounds["max_routes"]:
@@ -627,6 +694,8 @@ SELF_TESTS = [
     ("retention in prometheus.yml as well as the deprecated flag (2.42's promtool also refuses the file)",
      "prometheus/prometheus.yml", "\nrule_files:\n", "\nstorage:\n  tsdb:\n    retention:\n      time: 7d\n\nrule_files:\n",
      "both set retention"),
+    ("a directory verify's build reads, left out of the image build", "Dockerfile",
+     "COPY queries queries\n", "", "the builder must `COPY queries queries`"),
     ("a key Tempo 3.0.3 does not have", "tempo/tempo.yaml",
      "  max_concurrent_queries: 4", "  max_concurrent_querys: 4", "`querier.max_concurrent_querys` is not a Tempo 3.0.3 key"),
 ]

@@ -6,10 +6,12 @@
 
 pub mod backend_health;
 pub mod exported;
+pub mod limits;
 pub mod provider;
 pub mod settings;
 
 pub use backend_health::{BackendHealth, Verdict};
 pub use exported::{SPAN_EXPORTS, SpanExportCollector};
+pub use limits::{SPANS_PROCESSED, SpanProcessedCollector};
 pub use provider::{resource, tracer_provider};
 pub use settings::{OtelSettings, OtlpProtocol, SamplerSetting, ServiceDefaults};

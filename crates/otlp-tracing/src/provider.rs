@@ -15,8 +15,8 @@ use opentelemetry_sdk::{
     },
 };
 
-use crate::backend_health::BackendHealth;
 use crate::settings::{OtelSettings, OtlpProtocol, SamplerSetting};
+use crate::{backend_health::BackendHealth, limits};
 
 /// Builds the tracer provider. Must run inside a Tokio runtime: the gRPC channel lives on it.
 pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider> {
@@ -51,6 +51,10 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
             otel.traces_endpoint.clone(),
         )),
     };
+    // Attribute values and the queue's bytes are bounded (crate::limits).
+    let limits = limits::SpanLimitSettings::from_env(|k| std::env::var(k).ok())?;
+    let queued = Arc::new(limits::Queued::default());
+    let exporter = limits::ReleasingExporter::new(exporter, queued.clone());
     let batch = BatchConfigBuilder::default()
         .with_scheduled_delay(otel.bsp_schedule_delay)
         .with_max_queue_size(otel.bsp_max_queue_size)
@@ -59,6 +63,8 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch)
         .build();
+    let processor =
+        limits::BoundedProcessor::new(processor, queued, otel.bsp_max_queue_size, limits);
     Ok(builder.with_span_processor(processor).build())
 }
 

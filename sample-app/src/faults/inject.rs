@@ -17,7 +17,10 @@ use tracing::Instrument;
 
 use super::{FaultKind, plan::HeaderFaults};
 use crate::{
-    error::ApiError, routes::demo::spin_for, state::AppState, telemetry::middleware::RouteTemplate,
+    error::ApiError,
+    routes::demo::spin_for,
+    state::{AppState, MAX_CONCURRENT_FAULT_BURNS},
+    telemetry::middleware::RouteTemplate,
 };
 
 /// What a downstream fault does to one call.
@@ -84,6 +87,22 @@ pub async fn apply_faults(
             .map(ServiceResponse::map_into_left_body);
     }
     let plan = plan.as_deref().cloned().unwrap_or_default();
+    // A burn the header asks for takes a permit first (before any other fault is injected),
+    // and holds it until the CPU work ends, even if the client goes away.
+    let header_burn = match headers.cpu_burn_ms.filter(|&ms| ms > 0) {
+        None => None,
+        Some(_) => match state.fault_burns.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let error = ApiError::TooManyRequests {
+                    detail: format!(
+                        "too many x-fault-cpu-burn-ms burns are running (at most {MAX_CONCURRENT_FAULT_BURNS} at once); retry shortly"
+                    ),
+                };
+                return Ok(req.error_response(error).map_into_right_body());
+            }
+        },
+    };
     let mut injected = Vec::new();
 
     let jitter = plan
@@ -107,6 +126,7 @@ pub async fn apply_faults(
         injected.push(FaultKind::CpuBurn.as_str());
         let span = tracing::info_span!("injected cpu burn");
         let burn = tokio::task::spawn_blocking(move || {
+            let _permit = header_burn;
             span.in_scope(|| inject_cpu_burn(Duration::from_millis(ms)))
         });
         burn.await.map_err(|e| {

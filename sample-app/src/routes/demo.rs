@@ -95,17 +95,23 @@ pub async fn generate_load(
                 )
             })?,
     };
-    let _permit = state
-        .cpu_bursts
-        .try_acquire()
-        .map_err(|_| ApiError::TooManyRequests {
-            detail: "too many CPU bursts are running; retry shortly".into(),
-        })?;
+    // Owned and moved into the burn: a client that resets its connection drops this handler,
+    // not the CPU work, and the permit must last as long as the work.
+    let permit =
+        state
+            .cpu_bursts
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::TooManyRequests {
+                detail: "too many CPU bursts are running; retry shortly".into(),
+            })?;
     let span = tracing::info_span!("burn_cpu", burn.ms = ms);
-    let checksum =
-        tokio::task::spawn_blocking(move || span.in_scope(|| burn_cpu(Duration::from_millis(ms))))
-            .await
-            .map_err(|e| anyhow::anyhow!("the CPU burst failed: {e}"))?;
+    let checksum = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        span.in_scope(|| burn_cpu(Duration::from_millis(ms)))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("the CPU burst failed: {e}"))?;
     tracing::info!(burn_ms = ms, "burned CPU on request");
     Ok(HttpResponse::Ok().json(json!({"burned_ms": ms, "checksum": checksum})))
 }

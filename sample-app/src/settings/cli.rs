@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use url::Url;
 
-use crate::{faults::FaultPlan, routes::templates::APP_ROUTES};
+use crate::{faults::FaultPlan, routes::templates::APP_ROUTES, server::ConnectionSettings};
 use otlp_tracing::settings::{OtelSettings, ServiceDefaults, parse_http_url};
 
 /// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` says.
@@ -25,6 +25,35 @@ pub struct Cli {
     /// Address to serve HTTP on (port 0 picks a free port).
     #[arg(long, env = "SAMPLE_APP_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// A second address that alone serves `/admin/*` and `/debug/pprof/*` (none: both are on
+    /// `--listen`, beside the app, without authentication).
+    #[arg(long, env = "SAMPLE_APP_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// Seconds a connection may wait for its next request (0: one request per connection).
+    #[arg(long, env = "SAMPLE_APP_KEEP_ALIVE_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub keep_alive_seconds: u64,
+
+    /// How long a request head may take to arrive, in ms: from the connection's start for its
+    /// first request, from the head's first byte for later ones. Then 408, and the connection
+    /// is closed.
+    #[arg(long, env = "SAMPLE_APP_CLIENT_REQUEST_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub client_request_timeout_ms: u64,
+
+    /// How long closing a connection may take (its last answer written, the socket shut
+    /// down), in ms.
+    #[arg(long, env = "SAMPLE_APP_CLIENT_DISCONNECT_TIMEOUT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub client_disconnect_timeout_ms: u64,
+
+    /// Connections each worker thread (one per CPU) serves at once; past it the worker stops
+    /// accepting, and new clients wait in the listen backlog.
+    #[arg(long, env = "SAMPLE_APP_MAX_CONNECTIONS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_connections: u64,
 
     /// Base URL of the downstream service that `/external` calls (none: `/external` answers 502).
     #[arg(long, env = "SAMPLE_APP_DOWNSTREAM_URL", value_parser = parse_http_url)]
@@ -115,6 +144,9 @@ fn name_the_variable(error: clap::Error, env: &impl Fn(&str) -> Option<String>) 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Where `/admin/*` and `/debug/pprof/*` are served instead of `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    pub connections: ConnectionSettings,
     pub downstream_url: Option<Url>,
     pub downstream_timeout: Duration,
     pub pyroscope_url: Option<Url>,
@@ -146,6 +178,15 @@ impl Settings {
     pub fn from_cli(cli: Cli, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         Ok(Self {
             listen: cli.listen,
+            admin_listen: cli.admin_listen,
+            connections: ConnectionSettings {
+                keep_alive: Some(Duration::from_secs(cli.keep_alive_seconds))
+                    .filter(|d| !d.is_zero()),
+                client_request_timeout: Duration::from_millis(cli.client_request_timeout_ms),
+                client_disconnect_timeout: Duration::from_millis(cli.client_disconnect_timeout_ms),
+                max_connections_per_worker: usize::try_from(cli.max_connections)
+                    .unwrap_or(usize::MAX),
+            },
             downstream_url: cli.downstream_url,
             downstream_timeout: Duration::from_millis(cli.downstream_timeout_ms),
             pyroscope_url: cli.pyroscope_server_address,
@@ -227,6 +268,34 @@ mod tests {
             err.to_string().starts_with("SAMPLE_APP_HEAP_PROFILES"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn connection_limits_have_their_documented_defaults_and_zero_keep_alive_turns_it_off() {
+        let defaults = Settings::from_sources(["sample-app"], |_| None).unwrap();
+        assert_eq!(
+            defaults.connections,
+            ConnectionSettings {
+                keep_alive: Some(Duration::from_secs(5)),
+                client_request_timeout: Duration::from_secs(5),
+                client_disconnect_timeout: Duration::from_secs(1),
+                max_connections_per_worker: 1000,
+            }
+        );
+        assert_eq!(defaults.admin_listen, None);
+        let args = ["sample-app", "--keep-alive-seconds", "0"];
+        let settings = Settings::from_sources(args, |_| None).unwrap();
+        assert_eq!(settings.connections.keep_alive, None);
+        for (flag, value) in [
+            ("--client-request-timeout-ms", "0"),
+            ("--client-disconnect-timeout-ms", "0"),
+            ("--max-connections", "0"),
+            ("--keep-alive-seconds", "301"),
+            ("--admin-listen", "nowhere"),
+        ] {
+            let err = Settings::from_sources(["sample-app", flag, value], |_| None).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

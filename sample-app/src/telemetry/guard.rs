@@ -55,12 +55,16 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     // Spans only: log events already go to Loki with the span's ids, so copying each one into
     // its span as an OpenTelemetry event would double the data. Code location, thread and
     // busy/idle attributes are off: on a request span they say nothing and cost time per poll.
+    // Context activation is off: nothing here reads OpenTelemetry's current context (parents
+    // come from the `tracing` span stack, outgoing `traceparent`s from the span itself), and
+    // activating it on every poll built the span's context and attached it twice per request.
     let otel_layer = tracer_provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(filter_fn(|metadata| metadata.is_span()))
     });
     // Keeps each thread's CPU-sampler slot on the request being polled there.

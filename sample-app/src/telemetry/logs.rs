@@ -3,9 +3,17 @@
 //! each line to its trace), then the event's own fields. Alloy parses exactly these keys.
 //!
 //! Lines are written straight into a reused per-thread buffer: the access log runs on every
-//! request, so a line must not cost a map of boxed JSON values.
+//! request, so a line must not cost a map of boxed JSON values. For the same reason the ids
+//! come from the span's extensions when the middleware put them there ([`LogIds`]), the
+//! timestamp's date and time are formatted once a second, and strings that need no escaping
+//! are copied as they are.
 
-use std::{cell::RefCell, io::Write, sync::OnceLock};
+use std::{
+    cell::RefCell,
+    io::Write,
+    sync::OnceLock,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use opentelemetry::trace::TraceContextExt;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
@@ -16,6 +24,8 @@ use tracing::{
 };
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context, registry::LookupSpan};
+
+use super::ids::{LogIds, SpanIds};
 
 /// Keys the layer writes itself; an event field with one of these names is dropped.
 const RESERVED: [&str; 6] = [
@@ -42,20 +52,17 @@ impl<W> JsonLogLayer<W> {
         }
     }
 
-    fn trace_ids<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> Option<(String, String)>
+    fn trace_ids<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> Option<SpanIds>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let span = ctx.event_span(event)?;
+        if let Some(LogIds(ids)) = span.extensions().get::<LogIds>() {
+            return Some(*ids);
+        }
         let dispatch = self.dispatch.get()?.upgrade()?;
         let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-        let span_context = cx.span().span_context().clone();
-        span_context.is_valid().then(|| {
-            (
-                span_context.trace_id().to_string(),
-                span_context.span_id().to_string(),
-            )
-        })
+        SpanIds::of(cx.span().span_context())
     }
 }
 
@@ -64,6 +71,50 @@ impl<W> JsonLogLayer<W> {
 struct LineBuffers {
     line: Vec<u8>,
     fields: Vec<u8>,
+    message: String,
+    clock: Clock,
+}
+
+/// The `YYYY-MM-DDTHH:MM:SS` of the last second a line was written in.
+#[derive(Default)]
+struct Clock {
+    second: Option<i64>,
+    date_time: Vec<u8>,
+}
+
+impl Clock {
+    /// Appends the time `since_epoch` in RFC 3339, UTC, exactly as `time`'s `Rfc3339` writes
+    /// it: nanoseconds without trailing zeros (none at all on a whole second), then `Z`.
+    fn push(&mut self, out: &mut Vec<u8>, since_epoch: std::time::Duration) {
+        let second = since_epoch.as_secs() as i64;
+        if self.second != Some(second) {
+            let text = OffsetDateTime::from_unix_timestamp(second)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_default();
+            self.date_time.clear();
+            self.date_time
+                .extend_from_slice(text.as_bytes().get(..19).unwrap_or_default());
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.date_time);
+        let mut nanos = since_epoch.subsec_nanos();
+        if nanos != 0 {
+            let mut digits = 9;
+            while nanos.is_multiple_of(10) {
+                nanos /= 10;
+                digits -= 1;
+            }
+            out.push(b'.');
+            let start = out.len();
+            out.resize(start + digits, b'0');
+            for slot in out[start..].iter_mut().rev() {
+                *slot = b'0' + (nanos % 10) as u8;
+                nanos /= 10;
+            }
+        }
+        out.push(b'Z');
+    }
 }
 
 thread_local! {
@@ -86,38 +137,40 @@ where
         let trace_ids = self.trace_ids(event, &ctx);
         BUFFERS.with_borrow_mut(|buffers| {
             let mut fields = FieldWriter {
-                message: None,
+                message: std::mem::take(&mut buffers.message),
                 out: std::mem::take(&mut buffers.fields),
             };
             fields.out.clear();
+            fields.message.clear();
             event.record(&mut fields);
 
             let out = &mut buffers.line;
             out.clear();
-            let timestamp = OffsetDateTime::now_utc()
-                .format(&Rfc3339)
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
                 .unwrap_or_default();
+            buffers.clock.push(out, now);
+            out.push(b'"');
             for (key, value) in [
-                ("{\"timestamp\":", timestamp.as_str()),
                 (",\"level\":", level_name(metadata.level())),
                 (",\"target\":", metadata.target()),
-                (
-                    ",\"message\":",
-                    fields.message.as_deref().unwrap_or_default(),
-                ),
+                (",\"message\":", fields.message.as_str()),
             ] {
                 out.extend_from_slice(key.as_bytes());
                 push_json_str(out, value);
             }
-            if let Some((trace_id, span_id)) = trace_ids {
-                out.extend_from_slice(b",\"trace_id\":");
-                push_json_str(out, &trace_id);
-                out.extend_from_slice(b",\"span_id\":");
-                push_json_str(out, &span_id);
+            if let Some(ids) = trace_ids {
+                out.extend_from_slice(b",\"trace_id\":\"");
+                out.extend_from_slice(&ids.trace_hex());
+                out.extend_from_slice(b"\",\"span_id\":\"");
+                out.extend_from_slice(&ids.span_hex());
+                out.push(b'"');
             }
             out.extend_from_slice(&fields.out);
             out.extend_from_slice(b"}\n");
             buffers.fields = fields.out;
+            buffers.message = fields.message;
             // One write per line keeps lines whole when several threads log at once.
             let _ = self.make_writer.make_writer_for(metadata).write_all(out);
         });
@@ -135,13 +188,21 @@ fn level_name(level: &tracing::Level) -> &'static str {
 }
 
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
+    // Most strings (keys, targets, routes, messages) need no escaping: copy them.
+    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Serialising a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// Writes an event's fields as `,"key":value` pairs and keeps its message aside.
 struct FieldWriter {
-    message: Option<String>,
+    /// The message (empty when the event has none).
+    message: String,
     out: Vec<u8>,
 }
 
@@ -157,15 +218,17 @@ impl FieldWriter {
         true
     }
 
-    fn number(&mut self, field: &Field, value: impl std::fmt::Display) {
+    fn number(&mut self, field: &Field, value: impl serde::Serialize) {
         if self.key(field) {
-            let _ = write!(self.out, "{value}");
+            // Numbers and booleans into a Vec cannot fail (serde_json: itoa and ryu).
+            let _ = serde_json::to_writer(&mut self.out, &value);
         }
     }
 
     fn text(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = Some(value.to_owned());
+            self.message.clear();
+            self.message.push_str(value);
         } else if self.key(field) {
             push_json_str(&mut self.out, value);
         }
@@ -196,7 +259,14 @@ impl Visit for FieldWriter {
         self.text(field, &format!("{value:#}"));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.text(field, &format!("{value:?}"));
+        if field.name() == "message" {
+            // The message (`format_args!`) straight into its reused buffer.
+            use std::fmt::Write as _;
+            self.message.clear();
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            self.text(field, &format!("{value:?}"));
+        }
     }
 }
 
@@ -268,5 +338,48 @@ mod tests {
             (Some(0.5), Some(true))
         );
         assert!(OffsetDateTime::parse(line["timestamp"].as_str().unwrap(), &Rfc3339).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_written_exactly_as_the_time_crate_writes_rfc3339() {
+        let mut clock = Clock::default();
+        for (secs, nanos) in [
+            (1_764_790_402, 0),
+            (1_764_790_402, 1),
+            (1_764_790_402, 120_000_000),
+            (1_764_790_402, 999_999_999),
+            (1_764_790_403, 5_000),
+            (0, 10),
+        ] {
+            let mut out = Vec::new();
+            clock.push(&mut out, Duration::new(secs, nanos));
+            let expected = OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(secs) * 1_000_000_000 + i128::from(nanos),
+            )
+            .unwrap()
+            .format(&Rfc3339)
+            .unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), expected);
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_only_when_they_must_be() {
+        for text in [
+            "request completed",
+            "a \"quoted\" \\ path\n",
+            "tab\there",
+            "ünïcode",
+        ] {
+            let mut out = Vec::new();
+            push_json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_vec(text).unwrap(), "{text}");
+        }
     }
 }

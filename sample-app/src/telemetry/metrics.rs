@@ -2,19 +2,23 @@
 //! conventions in Prometheus form (base units), with exemplars that carry `trace_id` and
 //! `span_id` so Grafana can jump from a latency bucket to the trace that landed in it.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    sync::{Arc, RwLock},
+};
 
 use opentelemetry::trace::TraceContextExt;
 use prometheus_client::{
     collector::Collector,
     encoding::{EncodeLabelSet, text::encode},
-    metrics::{exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
+    metrics::{counter::Counter, exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
 
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::process::ProcessCollector;
+use super::{ids::SpanIds, process::ProcessCollector};
 
 /// The media type Prometheus needs to store exemplars: it parses exemplars only from
 /// OpenMetrics, and only stores them with `--enable-feature=exemplar-storage`.
@@ -51,6 +55,12 @@ pub struct ClientRequestLabels {
     pub error_type: String,
 }
 
+/// Why a request was refused before routing (`sample-app/src/server/rejection.rs`, `Reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolErrorLabels {
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TraceExemplar {
     pub trace_id: String,
@@ -64,10 +74,16 @@ impl TraceExemplar {
         let cx = span.context();
         let span_ref = cx.span();
         let sc = span_ref.span_context();
-        (sc.is_valid() && sc.is_sampled()).then(|| Self {
-            trace_id: sc.trace_id().to_string(),
-            span_id: sc.span_id().to_string(),
-        })
+        SpanIds::of(sc)
+            .filter(|ids| ids.sampled)
+            .map(|ids| Self::of_ids(&ids))
+    }
+
+    pub fn of_ids(ids: &SpanIds) -> Self {
+        Self {
+            trace_id: ids.trace_hex_string(),
+            span_id: ids.span_hex_string(),
+        }
     }
 }
 
@@ -83,6 +99,54 @@ fn duration_histogram() -> HistogramWithExemplars<TraceExemplar> {
     HistogramWithExemplars::new(DURATION_BUCKETS.into_iter())
 }
 
+/// A server series by its label values, all `&'static str` (method, route template) or a
+/// number, compared by address: finding a request's series hashes three words instead of
+/// three `String`s built for the lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    method: (usize, usize),
+    route: (usize, usize),
+    status: u16,
+}
+
+impl SeriesKey {
+    fn new(method: &'static str, route: &'static str, status: u16) -> Self {
+        let address = |s: &'static str| (s.as_ptr() as usize, s.len());
+        Self {
+            method: address(method),
+            route: address(route),
+            status,
+        }
+    }
+}
+
+/// A multiplicative hash for [`SeriesKey`]'s few words (SipHash, the default, costs more than
+/// the lookup it protects; the keys are label values the service chose, not client input).
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+    fn write_u16(&mut self, word: u16) {
+        self.write_u64(u64::from(word));
+    }
+}
+
+type SeriesCache<V> = RwLock<HashMap<SeriesKey, V, BuildHasherDefault<WordHasher>>>;
+
 /// Every metric the service exposes, in its own registry (tests build as many as they like).
 #[derive(Clone)]
 pub struct AppMetrics {
@@ -90,6 +154,12 @@ pub struct AppMetrics {
     pub server_duration: DurationFamily<ServerRequestLabels>,
     pub active_requests: Family<ActiveRequestLabels, Gauge>,
     pub client_duration: DurationFamily<ClientRequestLabels>,
+    protocol_errors: Family<ProtocolErrorLabels, Counter>,
+    /// Handles to series of the two families above (a handle shares its series' state), so a
+    /// request finds its series without building label `String`s. Bounded by the families'
+    /// own series (methods are normalised, routes are templates, statuses are numbers).
+    server_series: Arc<SeriesCache<HistogramWithExemplars<TraceExemplar>>>,
+    active_series: Arc<SeriesCache<Gauge>>,
 }
 
 impl AppMetrics {
@@ -118,6 +188,12 @@ impl AppMetrics {
             Unit::Seconds,
             client_duration.clone(),
         );
+        let protocol_errors = Family::<ProtocolErrorLabels, Counter>::default();
+        registry.register(
+            "http_server_protocol_errors",
+            "Requests refused before routing (400, 408, 431 from the HTTP/1 layer), by reason",
+            protocol_errors.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -139,7 +215,81 @@ impl AppMetrics {
             server_duration,
             active_requests,
             client_duration,
+            protocol_errors,
+            server_series: Arc::default(),
+            active_series: Arc::default(),
         }
+    }
+
+    /// Records one served request in `http_server_request_duration_seconds`.
+    pub fn observe_server_request(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        seconds: f64,
+        exemplar: Option<TraceExemplar>,
+    ) {
+        let key = SeriesKey::new(method, route, status);
+        let known = self
+            .server_series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let series = known.unwrap_or_else(|| {
+            let series = self
+                .server_duration
+                .get_or_create(&ServerRequestLabels {
+                    http_request_method: method.to_owned(),
+                    http_route: route.to_owned(),
+                    http_response_status_code: status.to_string(),
+                })
+                .clone();
+            self.server_series
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, series.clone());
+            series
+        });
+        series.observe(seconds, exemplar, None);
+    }
+
+    /// The `http_server_active_requests` gauge of a (normalised) method.
+    pub fn active_requests_of(&self, method: &'static str) -> Gauge {
+        let key = SeriesKey::new(method, "", 0);
+        let known = self
+            .active_series
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        known.unwrap_or_else(|| {
+            let gauge = self
+                .active_requests
+                .get_or_create(&ActiveRequestLabels {
+                    http_request_method: method.to_owned(),
+                })
+                .clone();
+            self.active_series
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, gauge.clone());
+            gauge
+        })
+    }
+
+    /// Counts `n` requests refused before routing for `reason` (`n = 0` exports the series).
+    pub fn count_protocol_errors(&self, reason: &str, n: u64) {
+        self.protocol_errors
+            .get_or_create(&ProtocolErrorLabels {
+                reason: reason.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn count_protocol_error(&self, reason: &str) {
+        self.count_protocol_errors(reason, 1);
     }
 
     /// The OpenMetrics text of every metric, for `GET /metrics`.

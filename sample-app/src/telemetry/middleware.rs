@@ -12,17 +12,20 @@
 //! the metrics: no span, no access line. Methods are normalised ([`RequestMethod`]) so a client
 //! cannot create label values or span names at will.
 
-use std::time::Instant;
+use std::{borrow::Cow, time::Instant};
 
 use actix_web::{
     Error,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
+    http::{StatusCode, header},
     middleware::Next,
     web,
 };
-use cpu_sampler::SpanLabels;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::{
+    Context, KeyValue,
+    trace::{Status, TraceContextExt},
+};
 use tracing::{Instrument, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -30,11 +33,10 @@ use crate::{error::ApiError, routes::templates::is_operational};
 
 use super::{
     http_method::RequestMethod,
-    metrics::{
-        ActiveRequestLabels, AppMetrics, ServerRequestLabels, TraceExemplar, UNMATCHED_ROUTE,
-    },
+    ids::{LogIds, SpanIds},
+    metrics::{AppMetrics, TraceExemplar, UNMATCHED_ROUTE},
     propagation,
-    span_profiles::{self, SPAN_NAMES},
+    span_profiles::{self, ProfileTarget, SPAN_NAMES},
 };
 
 /// The route template of a resource, attached as resource data so the middleware learns it
@@ -52,19 +54,16 @@ pub async fn observe_request(
     // Cloned because `req` moves into the handler (cheap: known methods are an enum tag).
     let sent_method = req.method().clone();
     let method = RequestMethod::of(&sent_method);
-    let normalised = method.normalised;
     let operational = is_operational(req.path());
-    let (span, profiled) = request_span(&req, method, operational);
+    let server = (!operational).then(|| ServerSpan::start(&req, method));
 
-    let active = metrics
-        .active_requests
-        .get_or_create(&ActiveRequestLabels {
-            http_request_method: normalised.to_owned(),
-        })
-        .clone();
+    let active = metrics.active_requests_of(method.normalised);
     active.inc();
     let started = Instant::now();
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = match &server {
+        Some(server) => next.call(req).instrument(server.span.clone()).await,
+        None => next.call(req).await,
+    };
     let elapsed = started.elapsed();
     active.dec();
 
@@ -80,96 +79,174 @@ pub async fn observe_request(
         Err(err) => (err.as_response_error().status_code(), None, None),
     };
     let code = status.as_u16();
-    if !operational {
-        finish_span(&span, method, route, status, error_type);
-        if let Some(labels) = profiled {
-            SPAN_NAMES.record(labels.span_id, method.span_name_prefix(), route);
-        }
+    if let Some(server) = &server {
+        server.finish(method, route, status, error_type);
     }
+    let exemplar = server
+        .as_ref()
+        .and_then(|s| s.ids)
+        .filter(|ids| ids.sampled)
+        .map(|ids| TraceExemplar::of_ids(&ids));
     let route = route.unwrap_or(UNMATCHED_ROUTE);
+    metrics.observe_server_request(
+        method.normalised,
+        route,
+        code,
+        elapsed.as_secs_f64(),
+        exemplar,
+    );
 
-    let exemplar = TraceExemplar::of_span(&span);
-    metrics
-        .server_duration
-        .get_or_create(&ServerRequestLabels {
-            http_request_method: normalised.to_owned(),
-            http_route: route.to_owned(),
-            http_response_status_code: code.to_string(),
-        })
-        .observe(elapsed.as_secs_f64(), exemplar, None);
-
-    if !operational {
-        span.in_scope(|| access_log(method, route, code, elapsed.as_secs_f64() * 1000.0));
+    if let Some(server) = &server {
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        server
+            .span
+            .in_scope(|| access_log(method, route, code, duration_ms));
     }
     result
 }
 
-/// Names the span after its route and records the outcome.
-fn finish_span(
-    span: &Span,
-    method: RequestMethod<'_>,
-    route: Option<&'static str>,
-    status: actix_web::http::StatusCode,
-    error_type: Option<&str>,
-) {
-    // OpenTelemetry names a server span `METHOD /route` (`HTTP /route` for an unknown method),
-    // and just `METHOD` when no route matched. Renamed on the OpenTelemetry span itself: once a
-    // child needed its context, the span is built, and tracing-opentelemetry 0.34 then ignores
-    // a recorded `otel.name`.
-    if let Some(route) = route {
-        let name = span_profiles::span_name(method.span_name_prefix(), Some(route));
-        span.context().span().update_name(name);
-        span.record("http.route", route);
+/// A request's server span, with its OpenTelemetry context and ids read once when it starts:
+/// the exemplar, the span-profile labels and the log lines all use them.
+struct ServerSpan {
+    span: Span,
+    /// The OpenTelemetry side of `span` (empty when no OpenTelemetry layer is installed).
+    otel: Context,
+    /// `None` when the span has no valid ids (no OpenTelemetry layer).
+    ids: Option<SpanIds>,
+    /// The labels of its CPU samples, when span profiles are on and it is sampled.
+    profiled: Option<cpu_sampler::SpanLabels>,
+}
+
+impl ServerSpan {
+    /// The server span, continuing the caller's trace, with the HTTP semantic-convention
+    /// attributes of the request. Named `METHOD` until routing tells the route.
+    fn start(req: &ServiceRequest, method: RequestMethod<'_>) -> Self {
+        // Only the fields that tracing-opentelemetry interprets (`otel.*`) and the ones other
+        // code records later are `tracing` fields. The attributes go straight onto the
+        // OpenTelemetry span below: through `tracing` each would be a field visit in every
+        // layer and a `String`, static values included.
+        let span = tracing::info_span!(
+            "HTTP request",
+            otel.kind = "server",
+            otel.status_code = Empty,
+            error.type = Empty,
+            fault.injected = Empty,
+        );
+        // Setting the parent fails only when the span is disabled: nothing to link.
+        let _ = span.set_parent(propagation::extract(req.headers()));
+        // Starts the OpenTelemetry span (the sampler decides here): the ids are needed now, for
+        // span profiles, and at the end, for the exemplar and the access line.
+        let otel = span.context();
+        let otel_span = otel.span();
+        let ids = SpanIds::of(otel_span.span_context());
+        let profiled = ids
+            .filter(|ids| ids.sampled && span_profiles::enabled())
+            .map(|ids| ids.labels());
+        if otel_span.is_recording() {
+            let (scheme, host) = scheme_and_host(req);
+            let mut attributes = Vec::with_capacity(8);
+            attributes.push(KeyValue::new("http.request.method", method.normalised));
+            if let Some(original) = method.original {
+                attributes.push(KeyValue::new(
+                    "http.request.method_original",
+                    original.to_owned(),
+                ));
+            }
+            attributes.push(KeyValue::new("url.path", req.path().to_owned()));
+            attributes.push(KeyValue::new("url.scheme", scheme));
+            attributes.push(KeyValue::new("server.address", host.into_owned()));
+            if let Some(agent) = req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+            }
+            if let (Some(ids), Some(_)) = (ids, profiled) {
+                attributes.push(span_profiles::profile_attribute(&ids));
+            }
+            otel_span.set_attributes(attributes);
+        }
+        span_profiles::annotate(&span, ids.map(LogIds), profiled.map(ProfileTarget));
+        Self {
+            span,
+            otel,
+            ids,
+            profiled,
+        }
     }
-    let code = status.as_u16();
-    span.record("http.response.status_code", i64::from(code));
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        span.record(
-            "error.type",
-            error_type.map_or_else(|| code.to_string(), str::to_owned),
+
+    /// Names the span after its route and records the outcome. OpenTelemetry names a server
+    /// span `METHOD /route` (`HTTP /route` for an unknown method), and just `METHOD` when no
+    /// route matched. Set on the OpenTelemetry span itself: tracing-opentelemetry 0.34 ignores
+    /// a recorded `otel.name` once the span is built.
+    fn finish(
+        &self,
+        method: RequestMethod<'_>,
+        route: Option<&'static str>,
+        status: StatusCode,
+        error_type: Option<&str>,
+    ) {
+        let prefix = method.span_name_prefix();
+        let interned = route.and_then(|route| SPAN_NAMES.intern(prefix, Some(route)));
+        if let (Some(labels), Some(name)) = (self.profiled, interned) {
+            SPAN_NAMES.record_interned(labels.span_id, name);
+        }
+        let otel_span = self.otel.span();
+        if !otel_span.is_recording() {
+            return;
+        }
+        let name: Cow<'static, str> = match (route, interned) {
+            (_, Some(interned)) => Cow::Borrowed(interned.name),
+            (Some(route), None) => Cow::Owned(span_profiles::span_name(prefix, Some(route))),
+            (None, _) => Cow::Borrowed(prefix),
+        };
+        otel_span.update_name(name);
+        let code = status.as_u16();
+        let mut attributes = Vec::with_capacity(3);
+        if let Some(route) = route {
+            attributes.push(KeyValue::new("http.route", route));
+        }
+        attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
+        if status.is_server_error() {
+            otel_span.set_status(Status::error(""));
+            attributes.push(KeyValue::new(
+                "error.type",
+                error_type.map_or_else(|| code.to_string(), str::to_owned),
+            ));
+        }
+        otel_span.set_attributes(attributes);
+    }
+}
+
+/// `url.scheme` and `server.address` as actix's `ConnectionInfo` resolves them (`Forwarded`,
+/// `X-Forwarded-Proto` / `-Host`, the request target, `Host`, the server's configuration),
+/// without building a `ConnectionInfo` when no proxy header is present: that formats the
+/// peer's IP address and allocates four strings, a tenth of the request's own work.
+fn scheme_and_host(req: &ServiceRequest) -> (Cow<'static, str>, Cow<'_, str>) {
+    let headers = req.headers();
+    let proxied = headers.contains_key(header::FORWARDED)
+        || headers.contains_key("x-forwarded-proto")
+        || headers.contains_key("x-forwarded-host");
+    if proxied {
+        let info = req.connection_info();
+        return (
+            Cow::Owned(info.scheme().to_owned()),
+            Cow::Owned(info.host().to_owned()),
         );
     }
-}
-
-/// The request's server span (none for operational routes), marked for span profiles when
-/// they are on and the span is sampled.
-fn request_span(
-    req: &ServiceRequest,
-    method: RequestMethod<'_>,
-    operational: bool,
-) -> (Span, Option<SpanLabels>) {
-    if operational {
-        return (Span::none(), None);
-    }
-    let span = server_span(req, method);
-    let profiled = span_profiles::enabled()
-        .then(|| span_profiles::mark_profiled(&span))
-        .flatten();
-    (span, profiled)
-}
-
-/// The server span, named `METHOD` until routing tells the route.
-fn server_span(req: &ServiceRequest, method: RequestMethod<'_>) -> Span {
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = method.span_name_prefix(),
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method.normalised,
-        http.request.method_original = method.original,
-        http.route = Empty,
-        url.path = %req.path(),
-        url.scheme = %req.connection_info().scheme(),
-        server.address = %req.connection_info().host(),
-        user_agent.original = req.headers().get("user-agent").and_then(|v| v.to_str().ok()),
-        http.response.status_code = Empty,
-        error.type = Empty,
-        fault.injected = Empty,
-    );
-    // Setting the parent fails only when the span is disabled (telemetry off): nothing to link.
-    let _ = span.set_parent(propagation::extract(req.headers()));
-    span
+    let uri = req.uri();
+    let scheme = match uri.scheme_str() {
+        Some(scheme) => Cow::Owned(scheme.to_owned()),
+        None if req.app_config().secure() => Cow::Borrowed("https"),
+        None => Cow::Borrowed("http"),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or_else(|| req.app_config().host());
+    (scheme, Cow::Borrowed(host))
 }
 
 fn access_log(method: RequestMethod<'_>, route: &str, status: u16, duration_ms: f64) {
@@ -184,5 +261,38 @@ fn access_log(method: RequestMethod<'_>, route: &str, status: u16, duration_ms: 
         500.. => line!(error),
         400..500 => line!(warn),
         _ => line!(info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn scheme_and_host_match_connection_info_with_and_without_proxy_headers() {
+        let cases = [
+            TestRequest::get().uri("/api/orders/1"),
+            TestRequest::get()
+                .uri("/api/orders/1")
+                .insert_header(("host", "shop.example:8080")),
+            TestRequest::get()
+                .uri("http://target.example/api/orders/1")
+                .insert_header(("host", "shop.example")),
+            TestRequest::get()
+                .uri("/")
+                .insert_header(("host", "shop.example"))
+                .insert_header(("x-forwarded-proto", "https"))
+                .insert_header(("x-forwarded-host", "public.example")),
+            TestRequest::get()
+                .uri("/")
+                .insert_header(("forwarded", "for=1.2.3.4; proto=https; host=edge.example")),
+        ];
+        for (i, request) in cases.into_iter().enumerate() {
+            let req = request.to_srv_request();
+            let info = req.connection_info().clone();
+            let (scheme, host) = scheme_and_host(&req);
+            assert_eq!((&*scheme, &*host), (info.scheme(), info.host()), "case {i}");
+        }
     }
 }

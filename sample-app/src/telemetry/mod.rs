@@ -5,6 +5,7 @@
 mod guard;
 pub mod heap;
 pub mod http_method;
+pub mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod middleware;

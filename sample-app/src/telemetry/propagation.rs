@@ -13,24 +13,58 @@ use opentelemetry_http::HeaderInjector;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const TRACEPARENT: &str = "traceparent";
+const TRACESTATE: &str = "tracestate";
 
-struct ActixExtractor<'a>(&'a ActixHeaders);
+struct ActixExtractor<'a> {
+    headers: &'a ActixHeaders,
+    /// Every `tracestate` line, joined (see the module docs).
+    tracestate: Option<String>,
+}
+
+impl<'a> ActixExtractor<'a> {
+    fn new(headers: &'a ActixHeaders) -> Self {
+        Self {
+            headers,
+            tracestate: combined_tracestate(headers),
+        }
+    }
+}
 
 impl Extractor for ActixExtractor<'_> {
     fn get(&self, key: &str) -> Option<&str> {
-        if key != TRACEPARENT {
-            return self.0.get(key).and_then(|v| v.to_str().ok());
+        match key {
+            TRACEPARENT => {
+                // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), which is
+                // never a valid traceparent.
+                let mut values = self.headers.get_all(TRACEPARENT);
+                let value = values.next()?.to_str().ok()?;
+                (values.next().is_none() && is_well_formed_traceparent(value)).then_some(value)
+            }
+            TRACESTATE => self.tracestate.as_deref(),
+            _ => self.headers.get(key).and_then(|v| v.to_str().ok()),
         }
-        // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), which is never
-        // a valid traceparent.
-        let mut values = self.0.get_all(TRACEPARENT);
-        let value = values.next()?.to_str().ok()?;
-        (values.next().is_none() && is_well_formed_traceparent(value)).then_some(value)
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
+        self.headers.keys().map(|k| k.as_str()).collect()
     }
+}
+
+/// All `tracestate` lines as one list, in the order they came; `None` when there is none or
+/// one is not visible ASCII (the whole list is then invalid, and the propagator would drop it).
+fn combined_tracestate(headers: &ActixHeaders) -> Option<String> {
+    let mut combined: Option<String> = None;
+    for value in headers.get_all(TRACESTATE) {
+        let value = value.to_str().ok()?;
+        match &mut combined {
+            None => combined = Some(value.to_owned()),
+            Some(list) => {
+                list.push(',');
+                list.push_str(value);
+            }
+        }
+    }
+    combined
 }
 
 /// Whether `value` has the shape of a `traceparent` (W3C Trace Context, §3.2 and §4.3):
@@ -58,7 +92,7 @@ pub fn is_well_formed_traceparent(value: &str) -> bool {
 /// The caller's trace context, or an empty one (an invalid `traceparent` is ignored, as the
 /// W3C spec requires: the request is served and starts a new trace).
 pub fn extract(headers: &ActixHeaders) -> Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&ActixExtractor(headers)))
+    opentelemetry::global::get_text_map_propagator(|p| p.extract(&ActixExtractor::new(headers)))
 }
 
 /// Adds the context of `span` to an outgoing request's headers.
@@ -71,7 +105,52 @@ pub fn inject(span: &tracing::Span, headers: &mut reqwest::header::HeaderMap) {
 
 #[cfg(test)]
 mod tests {
-    use super::is_well_formed_traceparent as ok;
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    use super::{ActixExtractor, ActixHeaders, is_well_formed_traceparent as ok};
+
+    fn headers(lines: &[(&'static str, &'static str)]) -> ActixHeaders {
+        let mut headers = ActixHeaders::new();
+        for (name, value) in lines {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn repeated_tracestate_lines_are_one_list_in_their_order() {
+        let headers = headers(&[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("tracestate", "rojo=00f067aa0ba902b7, other=x"),
+            ("tracestate", "last=1"),
+        ]);
+        let cx = TraceContextPropagator::new().extract(&ActixExtractor::new(&headers));
+        let span = cx.span();
+        let state = span.span_context().trace_state();
+        assert_eq!(
+            state.header(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,other=x,last=1"
+        );
+    }
+
+    #[test]
+    fn one_tracestate_line_is_read_as_it_is_and_none_is_none() {
+        let one = headers(&[("tracestate", "a=1,b=2")]);
+        assert_eq!(
+            ActixExtractor::new(&one).tracestate.as_deref(),
+            Some("a=1,b=2")
+        );
+        assert_eq!(ActixExtractor::new(&headers(&[])).tracestate, None);
+    }
 
     const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 

@@ -27,6 +27,8 @@ use std::{
 
 use cpu_sampler::{SpanLabels, set_thread_span, thread_span};
 use opentelemetry::{KeyValue, trace::TraceContextExt};
+
+use super::ids::{LogIds, SpanIds};
 use tracing::{Span, Subscriber, span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
@@ -52,37 +54,50 @@ pub struct ProfileTarget(pub SpanLabels);
 
 /// Marks `span` (a server span) as the target of the CPU samples taken during its work, and
 /// records `pyroscope.profile.id` on it. Only sampled spans are marked: an unexported span has
-/// no trace to link from. Returns the labels, or `None` when the span is not sampled.
+/// no trace to link from. Returns the labels, or `None` when the span is not sampled. (The
+/// middleware does the same from the ids it has already read: [`profile_attribute`] and
+/// [`annotate`].)
 pub fn mark_profiled(span: &Span) -> Option<SpanLabels> {
     let context = span.context();
     let otel_span = context.span();
-    let sc = otel_span.span_context();
-    if !sc.is_valid() || !sc.is_sampled() {
-        return None;
-    }
-    let labels = SpanLabels {
-        span_id: u64::from_be_bytes(sc.span_id().to_bytes()),
-        trace_id: u128::from_be_bytes(sc.trace_id().to_bytes()),
-    };
+    let ids = SpanIds::of(otel_span.span_context()).filter(|ids| ids.sampled)?;
     // Straight onto the OpenTelemetry span: `span.record` would run every layer's `on_record`.
-    otel_span.set_attribute(KeyValue::new(PROFILE_ID_ATTRIBUTE, hex16(labels.span_id)));
+    otel_span.set_attribute(profile_attribute(&ids));
+    annotate(span, None, Some(ProfileTarget(ids.labels())));
+    Some(ids.labels())
+}
+
+/// The `pyroscope.profile.id` attribute of a span: its own span id.
+pub fn profile_attribute(ids: &SpanIds) -> KeyValue {
+    KeyValue::new(PROFILE_ID_ATTRIBUTE, ids.span_hex_string())
+}
+
+/// Keeps what the other layers need of a server span in its `tracing` extensions, with one
+/// registry lookup: the ids its log lines carry and the target of its CPU samples.
+pub fn annotate(span: &Span, log: Option<LogIds>, target: Option<ProfileTarget>) {
+    if log.is_none() && target.is_none() {
+        return;
+    }
     span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<Registry>()
             && let Some(data) = registry.span(id)
         {
-            data.extensions_mut().insert(ProfileTarget(labels));
+            let mut extensions = data.extensions_mut();
+            if let Some(log) = log {
+                extensions.insert(log);
+            }
+            if let Some(target) = target {
+                extensions.insert(target);
+            }
         }
     });
-    Some(labels)
 }
 
 /// `u64` as 16 lowercase hex digits (the W3C span id form), without `format!`'s machinery.
 pub fn hex16(value: u64) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..16)
-        .rev()
-        .map(|i| DIGITS[(value >> (i * 4)) as usize & 0xF] as char)
-        .collect()
+    let mut out = [0; 16];
+    super::ids::hex_into(&value.to_be_bytes(), &mut out);
+    String::from_utf8(out.to_vec()).unwrap_or_default()
 }
 
 thread_local! {
@@ -137,10 +152,12 @@ const MAX_NAMES: usize = 1024;
 /// Span id → span name, for the `span_name` sample label: a direct-mapped table of
 /// `span id (high 48 bits) | name index (low 16 bits)` words, plus the interned names. Names
 /// are interned by their two static parts (method prefix, route template), compared by
-/// address, so recording one costs no allocation and no string comparison.
+/// address, so recording one costs no allocation and no string comparison. Interned names live
+/// as long as the process (at most [`MAX_NAMES`] of them), so the middleware can name every
+/// server span with a borrowed `&'static str` instead of formatting a new `String`.
 pub struct SpanNames {
     slots: Box<[AtomicU64]>,
-    names: RwLock<Vec<(NameKey, String)>>,
+    names: RwLock<Vec<(NameKey, &'static str)>>,
 }
 
 type NameKey = (usize, usize);
@@ -183,27 +200,49 @@ impl SpanNames {
 
     /// Remembers the name of a finished span (see [`span_name`]).
     pub fn record(&self, span_id: u64, prefix: &'static str, route: Option<&'static str>) {
-        let Some(index) = self.intern(prefix, route) else {
-            return;
-        };
-        self.slots[span_id as usize % NAME_SLOTS]
-            .store(Self::word(span_id, index), Ordering::Relaxed);
+        if let Some(name) = self.intern(prefix, route) {
+            self.record_interned(span_id, name);
+        }
     }
 
-    fn intern(&self, prefix: &'static str, route: Option<&'static str>) -> Option<usize> {
+    /// Remembers the name of a finished span, interned by [`SpanNames::intern`].
+    pub fn record_interned(&self, span_id: u64, name: InternedName) {
+        self.slots[span_id as usize % NAME_SLOTS]
+            .store(Self::word(span_id, name.index), Ordering::Relaxed);
+    }
+
+    /// The span name of `prefix` and `route` (see [`span_name`]), interned; `None` once
+    /// [`MAX_NAMES`] names are known.
+    pub fn intern(
+        &self,
+        prefix: &'static str,
+        route: Option<&'static str>,
+    ) -> Option<InternedName> {
         let key = name_key(prefix, route);
-        let known = self.names.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(index) = known.iter().position(|(k, _)| *k == key) {
-            return Some(index);
+        let found = |names: &[(NameKey, &'static str)]| {
+            names
+                .iter()
+                .position(|(k, _)| *k == key)
+                .map(|index| InternedName {
+                    index,
+                    name: names[index].1,
+                })
+        };
+        if let Some(name) = found(&self.names.read().unwrap_or_else(|p| p.into_inner())) {
+            return Some(name);
         }
-        drop(known);
         let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(index) = names.iter().position(|(k, _)| *k == key) {
-            return Some(index);
+        if let Some(name) = found(&names) {
+            return Some(name);
         }
         (names.len() < MAX_NAMES).then(|| {
-            names.push((key, span_name(prefix, route)));
-            names.len() - 1
+            // Leaked on purpose: at most MAX_NAMES names, each kept for the process's life.
+            let name: &'static str = Box::leak(span_name(prefix, route).into_boxed_str());
+            names.push((key, name));
+            InternedName {
+                index: names.len() - 1,
+                name,
+            }
         })
     }
 
@@ -218,8 +257,15 @@ impl SpanNames {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(index)
-            .map(|(_, name)| name.clone())
+            .map(|(_, name)| (*name).to_owned())
     }
+}
+
+/// A span name in the [`SpanNames`] table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InternedName {
+    index: usize,
+    pub name: &'static str,
 }
 
 #[cfg(test)]

@@ -367,3 +367,78 @@ async fn a_cpu_burn_fault_spends_cpu_in_a_dominant_named_frame_until_cleared() {
         share * 100.0
     );
 }
+
+#[actix_web::test]
+async fn cpu_burns_asked_for_by_header_are_capped_like_generate_load() {
+    use sample_app::state::MAX_CONCURRENT_FAULT_BURNS;
+
+    let app = spawn_app_with(settings_with_faults(&[])).await;
+    let asked = 2 * MAX_CONCURRENT_FAULT_BURNS;
+    let burns = (0..asked).map(|_| {
+        app.client
+            .get(app.url(ORDER))
+            .header("x-fault-cpu-burn-ms", "1500")
+            .send()
+    });
+    let mut burned = 0;
+    let mut refused = Vec::new();
+    for response in futures_util::future::join_all(burns).await {
+        let response = response.expect("request sent");
+        match response.status().as_u16() {
+            404 => burned += 1,
+            _ => refused.push(error_answer(response).await),
+        }
+    }
+    assert_eq!(burned, MAX_CONCURRENT_FAULT_BURNS, "refused: {refused:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(status, kind)| *status == 429 && kind == "too_many_requests"),
+        "{refused:?}"
+    );
+    // The permits come back when the burns end.
+    let response = app
+        .client
+        .get(app.url(ORDER))
+        .header("x-fault-cpu-burn-ms", "10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+}
+
+#[actix_web::test]
+async fn with_an_admin_listen_address_the_fault_switch_and_profiles_are_served_only_there() {
+    let app = spawn_app_with(settings_with_faults(&["--admin-listen", "127.0.0.1:0"])).await;
+    let admin = app.admin_address.clone().expect("an admin address");
+    for path in [
+        "/admin/faults",
+        "/debug/pprof/heap",
+        "/debug/pprof/profile?seconds=1",
+    ] {
+        assert_eq!(
+            assert_error(app.get(path).await, 404).await,
+            "not_found",
+            "{path} on the public address"
+        );
+    }
+    assert_eq!(app.status_of("/health").await, 200);
+    assert_eq!(app.status_of("/metrics").await, 200);
+    let on_admin = |path: &str| app.client.get(format!("{admin}{path}")).send();
+    let faults = on_admin("/admin/faults").await.unwrap();
+    assert_eq!(faults.status(), 200);
+    let profile = on_admin("/debug/pprof/profile?seconds=1").await.unwrap();
+    assert_ne!(
+        profile.status(),
+        404,
+        "the profile route is mounted on the admin address"
+    );
+    for path in ["/health", ORDER, "/"] {
+        let response = on_admin(path).await.unwrap();
+        assert_eq!(
+            assert_error(response, 404).await,
+            "not_found",
+            "{path} on the admin address"
+        );
+    }
+}

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 pub struct TestApp {
     pub address: String,
+    /// `http://` and the `--admin-listen` address, when one was given.
+    pub admin_address: Option<String>,
     pub client: reqwest::Client,
 }
 
@@ -48,9 +50,11 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 pub async fn spawn_app_with_profiler(settings: Settings, profiler: Option<Profiler>) -> TestApp {
     let app = Application::build(&settings, profiler).expect("the app builds");
     let address = format!("http://{}", app.address());
+    let admin_address = app.admin_address().map(|a| format!("http://{a}"));
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address,
+        admin_address,
         client: reqwest::Client::new(),
     }
 }

@@ -21,11 +21,14 @@
 mod bodies;
 mod floods;
 mod headers;
+mod held_connections;
 mod methods;
 mod paths;
 mod profile_pulls;
 mod raw;
+mod rejections;
 mod siege;
 mod slow_clients;
+mod span_limits;
 mod target;
 mod worst_case;

@@ -35,6 +35,11 @@ impl Target {
     /// Starts the service and waits until it listens and has served a few ordinary requests
     /// (so lazily built state is in the baseline, not counted as growth).
     pub fn spawn() -> Self {
+        Self::spawn_with(&[])
+    }
+
+    /// As [`Target::spawn`], with `env` set on top (a variable set twice takes the later value).
+    pub fn spawn_with(env: &[(&str, &str)]) -> Self {
         let closed = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
@@ -52,6 +57,7 @@ impl Target {
             .env("OTEL_BSP_SCHEDULE_DELAY", "100")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        command.envs(env.iter().copied());
         let mut child = command.spawn().expect("sample-app starts");
         let logs: Arc<Mutex<Vec<Value>>> = Arc::default();
         let stderr: Arc<Mutex<String>> = Arc::default();

@@ -1,11 +1,12 @@
-"""Every query executed against the running stack: each PromQL, LogQL, TraceQL and profile block
-of `queries/*.md`, each query of the provisioned dashboards (Grafana's variables substituted
-as a visitor at "All" would get them; an example trace id replaced by a real one) and each data
-source query of Grafana's provisioned alert rules (as Grafana would send it) must return
-data — or be on the short list of queries that need a condition, each with its reason: a
-catalog heading that says "*(needs …)*", or `DASHBOARD_NEEDS` below. Those run too: data counts
-as a pass, none is reported with the reason, not failed. The run creates most conditions itself
-(the incident check's fault tour), so the list of queries without data is short and printed.
+"""Every dashboard query executed against the running stack, after the incident: each query of
+the provisioned dashboards (Grafana's variables substituted as a visitor at "All" would get
+them; an example trace id replaced by a real one) and each data source query of Grafana's
+provisioned alert rules (as its provisioning API gives them, sent as Grafana would) must return
+data — or be on the short list of queries that need a condition (`DASHBOARD_NEEDS` below).
+Those run too: data counts as a pass, none is reported with the reason, not failed. The run
+creates most conditions itself (the incident check's fault tour).
+
+The query catalogs (`queries/*.md`) are verify's to run (its `queries.*` checks), once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 
 from .backends import Loki, Tempo
-from .base import Prometheus, Stack, get_json
+from .base import Prometheus, Stack, get_json, http
 
 DASHBOARD_NEEDS = {
     "Alerts": "a firing alert: the shipped rules' `for:` outlasts the run (the e2e and ruler checks fire them)",
@@ -29,19 +30,12 @@ MINIMUM_HISTORY = 180.0
 
 
 def sources(stack: Stack) -> list[tuple[str, str, str, str]]:
-    """(language, where, query, needs) of every catalog block, dashboard query and query of a
-    Grafana-managed alert rule (as the Grafana stand-in read them)."""
+    """(language, where, query, needs) of every dashboard query and query of a Grafana-managed
+    alert rule."""
     sys.path.insert(0, str(stack.root / "scripts/checks"))
-    import catalogs  # noqa: E402
     import dashboards  # noqa: E402
 
     out = []
-    for language, where, query in catalogs.blocks():
-        path, line = where.split(":")
-        lines = (stack.root / path).read_text().splitlines()[: int(line)]
-        heading = next((l for l in reversed(lines) if l.startswith("### ")), "")
-        needs = re.search(r"\(needs ([^)]*)\)", heading)
-        out.append((language, where, query, needs.group(1) if needs else ""))
     for model in dashboards.load().values():
         for language, where, query in dashboards.queries(model):
             title = re.match(r"(?:panel '(.*)' \w+|annotation '(.*)')$", where)
@@ -51,10 +45,19 @@ def sources(stack: Stack) -> list[tuple[str, str, str, str]]:
 
 
 def alert_rule_queries(stack: Stack) -> list[tuple[str, str, str, str]]:
-    """The data source queries of Grafana's provisioned rules, by the language of their source."""
+    """The data source queries of Grafana's provisioned rules (as its provisioning API gives
+    them, to the admin), by the language of their source."""
+    import base64
+    import os
+
+    from ..compose import read_env_file
+
+    env = {**read_env_file(stack.root / ".env"), **os.environ}
+    login = base64.b64encode(f"{env['GRAFANA_ADMIN_USER']}:{env['GRAFANA_ADMIN_PASSWORD']}".encode()).decode()
+    answer = http(f"{stack.url('grafana', 3000)}/api/v1/provisioning/alert-rules", headers={"Authorization": f"Basic {login}"})
     languages = {"prometheus": ("promql", "expr"), "loki": ("logql", "expr"), "tempo": ("traceql", "query")}
     out = []
-    for rule in get_json(f"{stack.url('grafana', 3000)}/stand-in/alert-rules"):
+    for rule in json.loads(answer):
         for query in rule["data"]:
             language, key = languages.get(query["datasourceUid"], (None, None))
             if language:
@@ -131,9 +134,9 @@ def profile_selector(stack: Stack, query: str) -> tuple[bool, str]:
 
 
 def check(stack: Stack) -> None:
-    print("queries: every catalog and dashboard query returns data from the running stack")
-    # A catalog query may look back over minutes (a subquery at 1-minute steps needs a whole
-    # minute of samples): query a stack that has been up at least this long.
+    print("queries: every dashboard query and Grafana rule query returns data from the running stack")
+    # A query may look back over minutes (a subquery at 1-minute steps needs a whole minute of
+    # samples): query a stack that has been up at least this long.
     time.sleep(max(0.0, stack.state["started"] + MINIMUM_HISTORY - time.time()))
     trace_id = real_trace_id(stack)
     results = {}

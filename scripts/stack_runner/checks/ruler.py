@@ -161,10 +161,9 @@ def resolved_in_time(stack: Stack, loki: str) -> bool:
 
 
 def known_lines(stack: Stack, loki: str) -> None:
+    # That Loki's ruler loaded every group of loki/rules/fake and evaluates it without error is
+    # verify's to prove (its rules.loki.* checks).
     expected = rules(stack)
-    loaded = {r["name"]: r for g in get_json(f"{loki}/prometheus/api/v1/rules")["data"]["groups"] for r in g["rules"]}
-    stack.ledger.check(set(loaded) == set(expected),
-                       f"Loki's ruler loaded every rule of loki/rules/fake ({sorted(loaded)})")
     before = loki_alerts(loki)
     stack.ledger.check(not ours(before, TEST) and not ours(before, QUIET),
                        f"before any test line, no alert about {TEST} or {QUIET} ({len(before)} alerts active)")

@@ -7,11 +7,12 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from . import (correlations, incident, logs_pipeline, one_off, over_time, profiles, queries, ruler, runner_cli,
-               services, soak)
+from . import (incident, logs_pipeline, one_off, over_time, queries, rejected, ruler, runner_cli, services, soak,
+               verify, verify_stopped)
 from .base import CheckFailed, Ledger, Stack
 
-GROUPS = [services, over_time, logs_pipeline, profiles, correlations, incident, ruler, queries, one_off, runner_cli]
+GROUPS = [services, over_time, logs_pipeline, verify, rejected, incident, ruler, queries, one_off, runner_cli,
+          verify_stopped]
 
 
 def summary(stack: Stack) -> str:

@@ -8,9 +8,9 @@ data source that is not provisioned, a home dashboard path that does not exist, 
 anonymous role, and broken alerting provisioning (grafana_alerting.py: unknown keys, a rule
 whose condition, expression or data source resolves to nothing, a policy routing to a contact
 point that does not exist, a contact point whose secret is unset, an undefined template). Then
-it serves `/api/health` (what the compose healthcheck asks), `/stand-in/datasources` (the
-effective provisioning, for the checks that perform Grafana's correlations against the real
-backends) and `/stand-in/alert-rules` (the Grafana-managed rules, whose queries the checks run).
+it serves `/api/health` (what the compose healthcheck asks) and the part of Grafana's HTTP API
+that `load-gen verify` reads — data sources by uid and their health checks, the data source
+proxy, dashboards by uid, the alerting provisioning — from what it loaded (grafana_api.py).
 
 argv: the image's entrypoint (`/run.sh`), ignored.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from stack_runner import grafana_alerting, grafana_provisioning  # noqa: E402
+from stack_runner import grafana_api, grafana_provisioning  # noqa: E402
 from stack_runner.stand_ins.common import BIND, Recorder, serve  # noqa: E402
 
 recorder = Recorder("grafana")
@@ -46,13 +46,12 @@ def main() -> None:
         for problem in found:
             print(f"stand-in grafana: provisioning error: {problem}", file=sys.stderr, flush=True)
         sys.exit(1)
-    effective = grafana_provisioning.datasources(provisioning, env)
-    rules = grafana_alerting.effective_rules(provisioning, env)
+    api = grafana_api.GrafanaApi(provisioning, env)
     port = int(env.get("GF_SERVER_HTTP_PORT", "3000"))
     routes = {("GET", "/api/health"): lambda *a: (200, {"database": "ok", "version": "13.2.0 (stand-in)"}),
-              ("GET", "/stand-in/datasources"): lambda *a: (200, effective),
-              ("GET", "/stand-in/alert-rules"): lambda *a: (200, rules)}
-    print(f'{{"stand-in": "grafana", "http_port": {port}, "datasources": {len(effective)}}}', flush=True)
+              **api.routes()}
+    print(f'{{"stand-in": "grafana", "http_port": {port}, "datasources": {len(api.sources)}, '
+          f'"dashboards": {len(api.dashboards)}}}', flush=True)
     serve((BIND, port), routes, recorder)
 
 

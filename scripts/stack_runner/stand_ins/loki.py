@@ -72,6 +72,17 @@ def push(path, query, body, headers):
     return 204, b"", "text/plain"
 
 
+def instant_query(path, query, body, headers):
+    """Only Grafana's data source health check (`vector(1)+vector(1)`): the stand-in evaluates
+    no LogQL; anything else is a 501 saying so, not an empty answer that reads as "no data"."""
+    text = "".join((query.get("query") or "").split())
+    if text != "vector(1)+vector(1)":
+        return 501, {"status": "error", "errorType": "unavailable",
+                     "error": "the Loki stand-in evaluates no LogQL (set LOKI_BIN to run real Loki)"}
+    return 200, {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [int(query.get("time") or 0) / 1e9 if query.get("time") else 0, "2"]}]}}
+
+
 def list_entries(path, query, body, headers):
     return selected(entries, lock, query, "labels")
 
@@ -117,6 +128,7 @@ def main(argv: list[str]) -> None:
     routes = {("GET", "/ready"): lambda *a: (200, "ready\n", "text/plain"),
               ("POST", "/loki/api/v1/push"): push,
               ("GET", "/stand-in/entries"): list_entries,
+              ("GET", "/loki/api/v1/query"): instant_query,
               ("GET", "/prometheus/api/v1/rules"): lambda *a: (200, {"status": "success", "data": {"groups": groups}}),
               ("GET", "/prometheus/api/v1/alerts"): lambda *a: (200, {"status": "success", "data": {"alerts": []}})}
     print(f'{{"stand-in": "loki", "http_port": {port}}}', flush=True)

@@ -101,6 +101,8 @@ def main(argv: list[str]) -> None:
         server.add_insecure_port(f"{host}:{port}")
         server.start()
     routes = {("GET", "/ready"): lambda *a: (200, "ready\n", "text/plain"),
+              # What Grafana's Tempo data source health check may ask, as real Tempo answers it.
+              ("GET", "/api/echo"): lambda *a: (200, "echo", "text/plain"),
               ("GET", "/stand-in/spans"): list_spans}
     if "http" in protocols:
         host, port = split_address((protocols["http"] or {}).get("endpoint", "localhost:4318"))
