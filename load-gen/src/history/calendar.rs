@@ -221,7 +221,13 @@ mod tests {
         let end = parse_time("2026-12-01T16:00:00Z").unwrap();
         let (placed, _) = place(&[(1, 14 * HOUR, scenario(17))], end - WEEK - HOUR, end);
         assert_eq!(format_time(placed[0].start), "2026-11-30T14:00:00Z");
-        assert!(placed[0].moved.as_deref().unwrap().contains("1 day earlier"));
+        assert!(
+            placed[0]
+                .moved
+                .as_deref()
+                .unwrap()
+                .contains("1 day earlier")
+        );
         assert!(placed[0].end() <= end - QUIET_BEFORE_END);
     }
 
@@ -235,7 +241,21 @@ mod tests {
         );
         assert_eq!(placed.len(), 1);
         assert!(skipped[0].contains("overlap"), "{skipped:?}");
-        let (placed, skipped) = place(&[(1, 14 * HOUR, scenario(17))], end - DAY, end);
-        assert!(placed.is_empty() && skipped[0].contains("does not fit"));
+        // A day is room enough: the slot moves to Wednesday 14:00.
+        let (placed, _) = place(&[(1, 14 * HOUR, scenario(17))], end - DAY, end);
+        assert_eq!(format_time(placed[0].start), "2026-12-02T14:00:00Z");
+        assert!(
+            placed[0]
+                .moved
+                .as_deref()
+                .unwrap()
+                .contains("6 days earlier")
+        );
+        // Seven hours are not: every occurrence of the slot is outside them.
+        let (placed, skipped) = place(&[(1, 14 * HOUR, scenario(17))], end - 7 * HOUR, end);
+        assert!(
+            placed.is_empty() && skipped[0].contains("does not fit"),
+            "{skipped:?}"
+        );
     }
 }

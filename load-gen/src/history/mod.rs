@@ -220,7 +220,10 @@ fn arrivals(mean: f64, rng: &mut SmallRng) -> u64 {
         return n;
     }
     // Box–Muller.
-    let (u1, u2) = (rng.random::<f64>().max(f64::MIN_POSITIVE), rng.random::<f64>());
+    let (u1, u2) = (
+        rng.random::<f64>().max(f64::MIN_POSITIVE),
+        rng.random::<f64>(),
+    );
     let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
     (mean + mean.sqrt() * z).round().max(0.0) as u64
 }
@@ -297,8 +300,8 @@ pub fn generate(plan: &HistoryPlan, dir: &Path) -> anyhow::Result<Manifest> {
         let day = calendar::format_time(cut - 1);
         let name = format!("history-{}.om", &day[..10]);
         let path = dir.join(&name);
-        let file =
-            fs::File::create(&path).with_context(|| format!("while creating {}", path.display()))?;
+        let file = fs::File::create(&path)
+            .with_context(|| format!("while creating {}", path.display()))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let written = series
             .write_until(cut, &mut out)
@@ -330,10 +333,7 @@ fn simulate_step(
         .iter()
         .filter(|tl| tl.start < to && from < tl.end)
         .collect();
-    let background = arrivals(
-        plan.base_rate * calendar::shape(middle as i64) * width,
-        rng,
-    );
+    let background = arrivals(plan.base_rate * calendar::shape(middle as i64) * width, rng);
     let mut sent = 0;
     let mut send = |at: f64, series: &mut openmetrics::SeriesSet, rng: &mut SmallRng| {
         let faults = active
@@ -505,11 +505,8 @@ pub fn run(args: &HistoryArgs) -> anyhow::Result<()> {
             crate::note!("load-gen history: not backfilled: {left}");
         }
     }
-    fs::write(
-        &marker,
-        format!("{} to {}\n", manifest.start, manifest.end),
-    )
-    .with_context(|| format!("while writing {}", marker.display()))?;
+    fs::write(&marker, format!("{} to {}\n", manifest.start, manifest.end))
+        .with_context(|| format!("while writing {}", marker.display()))?;
     crate::note!("{}", summary(&manifest, took));
     crate::note!("incidents (UTC):");
     let mut text = Vec::new();

@@ -188,10 +188,7 @@ fn downstream_inventory(faults: Faults, rng: &mut SmallRng) -> Served {
 
 /// The entry's call to the downstream: what the client records, what the downstream serves,
 /// and whether the call failed (the caller then answers 502 or 504).
-fn call_downstream(
-    faults: Faults,
-    rng: &mut SmallRng,
-) -> (Call, Option<Served>, Option<u16>, f64) {
+fn call_downstream(faults: Faults, rng: &mut SmallRng) -> (Call, Option<Served>, Option<u16>, f64) {
     let entry = faults.entry;
     if entry.is_some_and(|e| e.downstream_timeout == Some(true)) {
         // Black-holed at the caller: nothing reaches the downstream.

@@ -234,7 +234,11 @@ impl SeriesSet {
                 let mut cumulative = 0;
                 for (i, (_, le)) in BUCKETS.iter().enumerate() {
                     cumulative += h.counts[i];
-                    writeln!(out, "{}_bucket{{{labels},le=\"{le}\"}} {cumulative} {t}", f.name)?;
+                    writeln!(
+                        out,
+                        "{}_bucket{{{labels},le=\"{le}\"}} {cumulative} {t}",
+                        f.name
+                    )?;
                 }
                 let count = h.count();
                 writeln!(out, "{}_bucket{{{labels},le=\"+Inf\"}} {count} {t}", f.name)?;
@@ -288,12 +292,18 @@ mod tests {
         assert!(text.contains(
             "http_server_request_duration_seconds_count{job=\"sample-app\",instance=\"sample-app:8080\",service=\"sample-app\",origin=\"history\",http_request_method=\"GET\",http_route=\"/\",http_response_status_code=\"200\"} 1 160"
         ));
-        assert!(!text.contains(" 220\n"), "later samples wait for the next file");
+        assert!(
+            !text.contains(" 220\n"),
+            "later samples wait for the next file"
+        );
         let rest = {
             let mut out = Vec::new();
             set.write_until(300, &mut out).unwrap();
             String::from_utf8(out).unwrap()
         };
-        assert!(rest.contains("_count{") && rest.contains("} 2 220\n"), "{rest}");
+        assert!(
+            rest.contains("_count{") && rest.contains("} 2 220\n"),
+            "{rest}"
+        );
     }
 }

@@ -205,7 +205,10 @@ mod tests {
         let out: serde_yaml_ng::Value = serde_yaml_ng::from_str(&made.yaml).unwrap();
         // Every SLO rule is in; what is left out is named (red.yml's per-service sums read
         // the per-route series narrowed to the SLI routes).
-        assert!(made.yaml.contains("service:slo_availability_error_budget_remaining:ratio30d"));
+        assert!(
+            made.yaml
+                .contains("service:slo_availability_error_budget_remaining:ratio30d")
+        );
         assert!(made.yaml.contains("service:slo_latency_slow:ratio_rate30d"));
         for left in &made.left_out {
             assert!(!left.contains("slo_"), "{left}");
