@@ -61,6 +61,9 @@ COPY --from=builder /out/load-gen /usr/local/bin/load-gen
 # The scenarios ship in the image; mount a directory over this path to use your own.
 COPY load-gen/scenarios /etc/load-gen/scenarios
 ENV LOADGEN_SCENARIO_DIR=/etc/load-gen/scenarios
+# Where `load-gen history` writes (compose mounts the history-data volume here): owned by
+# nonroot, which Docker copies onto a new volume along with the directory's file.
+COPY --chown=65532:65532 load-gen/history-volume /var/lib/load-gen/history
 USER nonroot:nonroot
 ENTRYPOINT ["/usr/local/bin/load-gen"]
 # The stack's background traffic; compose overrides the target and adds --metrics-listen.

@@ -42,6 +42,9 @@ pub enum Command {
         /// The URL to GET.
         url: String,
     },
+    /// Write a week of the sample service's request metrics, as OpenMetrics text for
+    /// `promtool tsdb create-blocks-from openmetrics` (docs/history.md).
+    History(crate::history::HistoryArgs),
     /// Prove the running stack works, through its services' HTTP APIs: a checklist, one line
     /// per check (`docker compose run --rm verify`; docs/troubleshooting.md explains each ✗).
     Verify(Box<crate::verify_stack::VerifyArgs>),

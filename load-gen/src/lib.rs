@@ -5,13 +5,15 @@
 //!
 //! Stages: options ([`cli`]) → arrival plan ([`schedule`], [`mix`]) → scheduler ([`run`]) →
 //! client ([`client`], each request a traced span: [`client_spans`]) → statistics and report ([`report`]), with live [`progress`] and the
-//! generator's own [`metrics`]; [`scenario`] drives runs with a fault timeline.
+//! generator's own [`metrics`]; [`scenario`] drives runs with a fault timeline; [`history`]
+//! writes a week of the same traffic's past for Prometheus to backfill.
 
 pub mod alert_log;
 pub mod cli;
 pub mod client;
 pub mod client_spans;
 pub mod console;
+pub mod history;
 pub mod metrics;
 pub mod mix;
 pub mod progress;

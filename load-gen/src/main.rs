@@ -108,6 +108,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::History(args) => {
+            load_gen::history::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify(args) => load_gen::verify_stack::run(*args).await,
         Command::AlertLog { listen } => {
             load_gen::alert_log::serve(listen).await?;

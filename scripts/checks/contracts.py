@@ -212,7 +212,7 @@ def check_ports(compose: dict, env: dict) -> None:
     services = compose["services"]
     ports = contract_ports()
     for name, service in services.items():
-        if name not in ports and not service.get("profiles"):
+        if name not in ports and not service.get("profiles") and service.get("restart") != "no":
             fail(f"docker-compose.yml: service {name} is not in docs/contracts.md ## Ports")
     for name in ports:
         if name not in services:
@@ -258,7 +258,7 @@ def check_images(compose: dict, env: dict) -> None:
             fail(f".env: {var.group(1)}={env[var.group(1)]} is not pinned to a tag")
         # A service in a profile runs on demand (`docker compose run`), a one-shot command with
         # nothing to probe; every server `up` starts needs a healthcheck.
-        if "healthcheck" not in service and not service.get("profiles"):
+        if "healthcheck" not in service and not service.get("profiles") and service.get("restart") != "no":
             fail(f"docker-compose.yml: {name} has no healthcheck")
         if "mem_limit" not in service:
             fail(f"docker-compose.yml: {name} has no memory limit")

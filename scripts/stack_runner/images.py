@@ -157,6 +157,12 @@ def dockerfile_facts(project: Project, service: Service, binaries: set[str]) -> 
             paths = [w for w in words if not w.startswith("--")]
             *sources, destination = paths
             from_stage = next((o.split("=", 1)[1] for o in options if o.startswith("--from=")), None)
+            chown = next((o.split("=", 1)[1] for o in options if o.startswith("--chown=")), None)
+            if chown and not from_stage:
+                # A directory the image owns for a volume (Docker copies its owner onto a new
+                # named volume mounted there): no bind, the volume is what is mounted.
+                facts.owned_paths[destination] = _user(chown)
+                continue
             for source in sources:
                 if from_stage:
                     name = Path(source).name

@@ -28,6 +28,9 @@ HERE = Path(__file__).resolve().parent
 
 # Debian's packages, bound at the image's entrypoint path.
 DEBIAN = {"prom/prometheus": "prometheus", "prom/alertmanager": "prometheus-alertmanager"}
+# The images' other tools, bound where the image has them (a one-shot runs promtool from the
+# image's shell: the history backfill).
+DEBIAN_TOOLS = {"prom/prometheus": {"/bin/promtool": "promtool"}, "prom/alertmanager": {"/bin/amtool": "amtool"}}
 # The variable a contributor sets to run the real program instead of the stand-in.
 OPTIONAL_BINARIES = {"grafana/loki": "LOKI_BIN", "grafana/tempo": "TEMPO_BIN"}
 STAND_INS = {
@@ -95,7 +98,14 @@ def program_for(project: Project, service: Service, facts: ImageFacts, python: s
         if binary is None:
             raise ComposeError(f"{service.name}: Debian's {DEBIAN[repo]} is not installed "
                                "(scripts/install-test-tools installs it)")
-        return Program("real", argv, {entrypoint[0]: binary}, _version(binary))
+        binds = {facts.entrypoint[0]: binary}
+        for path, tool in DEBIAN_TOOLS.get(repo, {}).items():
+            if shutil.which(tool):
+                binds[path] = shutil.which(tool)
+        if entrypoint[0] not in binds and not facts.has_command(entrypoint[0]):
+            raise ComposeError(f"{service.name}: {entrypoint[0]} is not a command of {service.image}")
+        # A shell entrypoint (the image's busybox sh) runs this machine's POSIX sh.
+        return Program("real", argv, binds, _version(binary))
     variable = OPTIONAL_BINARIES.get(repo)
     if variable and os.environ.get(variable):
         binary = str(Path(os.environ[variable]).resolve())

@@ -142,6 +142,10 @@ class Stack:
     oneoff_cancelled: int = 0       # requests they sent and cancelled at a stop (served or not)
     started_again: dict = field(default_factory=dict)   # service -> extra starts a check caused on purpose
 
+    def one_shots(self) -> set[str]:
+        """Services `up` runs once to completion (restart: "no"): the history backfill."""
+        return {name for name, s in self.project().services.items() if s.restart == "no"}
+
     def project(self):
         """The compose project as the run read it (limits, commands)."""
         import os

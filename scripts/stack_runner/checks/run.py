@@ -7,11 +7,11 @@ from __future__ import annotations
 import traceback
 from pathlib import Path
 
-from . import (incident, logs_pipeline, one_off, over_time, queries, rejected, ruler, runner_cli, services, soak,
+from . import (history, incident, logs_pipeline, one_off, over_time, queries, rejected, ruler, runner_cli, services, soak,
                verify, verify_stopped)
 from .base import CheckFailed, Ledger, Stack
 
-GROUPS = [services, over_time, logs_pipeline, verify, rejected, incident, ruler, queries, one_off, runner_cli,
+GROUPS = [services, history, over_time, logs_pipeline, verify, rejected, incident, ruler, queries, one_off, runner_cli,
           verify_stopped]
 
 

@@ -116,9 +116,10 @@ def check(stack: Stack, seconds: float) -> None:
 
 def restarts(stack: Stack) -> None:
     stack.refresh()
+    one_shots = stack.one_shots()
     for name, service in stack.state["services"].items():
         again = stack.started_again.get(name, 0)     # a check's own stop/start, not a restart
-        expected_exits = (1 if name == "load-gen" else 0) + again
+        expected_exits = (1 if name == "load-gen" or name in one_shots else 0) + again
         stack.ledger.check(service["starts"] == 1 + again and len(service["exits"]) == expected_exits
                            and not any(e["oom_killed"] for e in service["exits"]),
                            f"soak: {name} never restarted or was OOM-killed ({service['starts']} start"
