@@ -27,6 +27,9 @@ from .network import Network
 from .publish import Publisher
 
 DEPENDENCY_DEADLINE = 300.0
+# A one-shot is waited for until it ends (compose sets no bound): the history backfill took 122 s
+# alone and 218 s beside the other services' start on this 2-core machine; 900 s bounds a stuck one.
+COMPLETION_DEADLINE = 900.0
 RESTART_POLICIES = {"always", "unless-stopped", "on-failure"}
 
 
@@ -175,7 +178,8 @@ class Supervisor:
         return code == 0, f"exit {code}: {output}"
 
     def wait_for(self, dependency: str, condition: str, dependent: str) -> None:
-        deadline = time.monotonic() + DEPENDENCY_DEADLINE
+        bound = COMPLETION_DEADLINE if condition == "service_completed_successfully" else DEPENDENCY_DEADLINE
+        deadline = time.monotonic() + bound
         rt = self.runtimes[dependency]
         while not self.stopping.is_set():
             if condition == "service_started" and rt.status in ("running", "exited", "restarting"):
@@ -192,7 +196,7 @@ class Supervisor:
                     return
                 raise ComposeError(f"{dependency} exited {rt.exits[-1]['code']}; {dependent} needed it to succeed")
             if time.monotonic() > deadline:
-                raise ComposeError(f"{dependent} waited {DEPENDENCY_DEADLINE:.0f} s for {dependency} "
+                raise ComposeError(f"{dependent} waited {bound:.0f} s for {dependency} "
                                    f"({condition}); it is {rt.status}/{rt.health}: {rt.health_detail}")
             time.sleep(0.2)
 

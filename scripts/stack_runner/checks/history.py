@@ -1,6 +1,6 @@
 """A week of history at start (docs/history.md): the `history` and `backfill` one-shots ran
 before Prometheus, so within a minute of the stack being healthy Prometheus answers for six
-days ago — the request metrics with `origin="history"`, and the SLO rules evaluated live over
+days ago — the request metrics with `origin="history"`, and the recording rules evaluated over
 them (the 30-day error budget already counts the week's incidents). Run again on the same
 volumes, each one-shot says so and backfills nothing."""
 
@@ -29,6 +29,14 @@ def check(stack: Stack) -> None:
     rate = wait_for("request metrics six days old", at_six_days, timeout=WITHIN)
     stack.ledger.ok(f"history: sample-app served {rate:.1f} requests/s six days ago, origin=\"history\" "
                     f"(answered {time.monotonic() - started:.0f} s after healthy)")
+    def recorded_six_days_ago() -> list:
+        return prometheus.api("query", query='service:slo_availability_errors:ratio_rate1h{service="sample-app"}',
+                              time=f"{six_days_ago:.0f}")["result"]
+
+    recorded = wait_for("the SLO recording rules six days old", recorded_six_days_ago, timeout=WITHIN)
+    stack.ledger.ok(f"history: the SLO recording rules have values six days old "
+                    f"(service:slo_availability_errors:ratio_rate1h = {float(recorded[0]['value'][1]):.4f}), "
+                    f"answered {time.monotonic() - started:.0f} s after healthy")
     budget = wait_for("the 30-day error budget", lambda: prometheus.value(
         'service:slo_availability_error_budget_remaining:ratio30d{service="sample-app"}'), timeout=WITHIN)
     stack.ledger.check(0 < budget < 1, f"history: the SLO rules count the week's incidents from the first minute: "
