@@ -1,6 +1,10 @@
 //! Traces: an OTLP exporter (gRPC or http/protobuf, from the `OTEL_*` settings) behind a batch
 //! processor, so a request only ever enqueues its span; export happens on the processor's own
 //! thread and a dead collector costs the program nothing but the dropped spans.
+//!
+//! Plaintext gRPC without compression, the stack's own case, goes through [`crate::grpc`],
+//! which encodes each batch straight from the SDK's span data ([`crate::encode`]); TLS,
+//! compression and http/protobuf go through opentelemetry-otlp's exporter.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,6 +19,7 @@ use opentelemetry_sdk::{
     },
 };
 
+use crate::grpc::{GrpcConfig, GrpcSpanExporter};
 use crate::settings::{OtelSettings, OtlpProtocol, SamplerSetting};
 use crate::{backend_health::BackendHealth, limits};
 
@@ -26,24 +31,49 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
     if !otel.traces_exporter_enabled {
         return Ok(builder.build());
     }
-    let exporter = match otel.protocol {
-        OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(&otel.traces_endpoint)
-            .with_timeout(otel.bsp_export_timeout)
-            .build(),
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(&otel.traces_endpoint)
-            .with_timeout(otel.bsp_export_timeout)
-            .build(),
-    }
-    .with_context(|| {
+    let env = |k: &str| std::env::var(k).ok();
+    let direct = match otel.protocol {
+        OtlpProtocol::Grpc => {
+            GrpcConfig::from_env(&otel.traces_endpoint, otel.bsp_export_timeout, env)?
+        }
+        OtlpProtocol::HttpProtobuf => None,
+    };
+    let context = || {
         format!(
             "while building the OTLP span exporter for {}",
             otel.traces_endpoint
         )
-    })?;
+    };
+    let processor = match (direct, otel.protocol) {
+        (Some(grpc), _) => batched(GrpcSpanExporter::new(&grpc).with_context(context)?, otel),
+        (None, OtlpProtocol::Grpc) => batched(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(&otel.traces_endpoint)
+                .with_timeout(otel.bsp_export_timeout)
+                .build()
+                .with_context(context)?,
+            otel,
+        ),
+        (None, OtlpProtocol::HttpProtobuf) => batched(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(&otel.traces_endpoint)
+                .with_timeout(otel.bsp_export_timeout)
+                .build()
+                .with_context(context)?,
+            otel,
+        ),
+    }?;
+    Ok(builder.with_span_processor(processor).build())
+}
+
+/// `exporter` behind the batch processor, reporting an unreachable collector once and with
+/// attribute values and the queue's bytes bounded ([`crate::limits`]).
+fn batched<E: SpanExporter + 'static>(
+    exporter: E,
+    otel: &OtelSettings,
+) -> anyhow::Result<limits::BoundedProcessor<BatchSpanProcessor>> {
     let exporter = ObservedExporter {
         inner: exporter,
         health: Arc::new(BackendHealth::new(
@@ -51,7 +81,6 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
             otel.traces_endpoint.clone(),
         )),
     };
-    // Attribute values and the queue's bytes are bounded (crate::limits).
     let limits = limits::SpanLimitSettings::from_env(|k| std::env::var(k).ok())?;
     let queued = Arc::new(limits::Queued::default());
     let exporter = limits::ReleasingExporter::new(exporter, queued.clone());
@@ -63,9 +92,12 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
     let processor = BatchSpanProcessor::builder(exporter)
         .with_batch_config(batch)
         .build();
-    let processor =
-        limits::BoundedProcessor::new(processor, queued, otel.bsp_max_queue_size, limits);
-    Ok(builder.with_span_processor(processor).build())
+    Ok(limits::BoundedProcessor::new(
+        processor,
+        queued,
+        otel.bsp_max_queue_size,
+        limits,
+    ))
 }
 
 /// The `service.*` and `deployment.*` resource attributes of the service identity
