@@ -24,12 +24,12 @@
 //!   It allocates nothing, takes no lock and preserves `errno`. When the buffer is full the
 //!   sample is counted as dropped.
 //! - **Off the signal path**, the owner calls [`Sampler::drain`] (every ~100 ms), which copies
-//!   finished records out as [`Sample`]s. Symbolisation ([`Symbolizer`]: the executable's
-//!   symbol table, cached per address) and pprof encoding happen there, never in the handler.
+//!   finished records out as [`Sample`]s. Symbolisation ([`Symbolizer`]: the symbol tables of
+//!   the executable and the libraries, cached per address) and pprof encoding happen there, never in the handler.
 //!
 //! Only one [`Sampler`] may run per process; starting a second fails.
 
-mod exe_symbols;
+mod elf_symbols;
 mod labels;
 #[allow(unsafe_code)]
 mod signal;

@@ -2,16 +2,16 @@
 //! process does not change, so after warm-up symbolising a profile window costs a hash lookup
 //! per address.
 //!
-//! Addresses in the executable are named from its **symbol table** ([`ExeSymbols`]): fully
-//! qualified names for a few MiB. Resolving them from DWARF instead (what `backtrace` does, and
-//! what the `pprof` crate did) adds inlined frames and line numbers, but parses and keeps the
-//! line tables: 90–150 MiB of resident memory for the sample service's release build, in a
-//! container limited to 256 MiB. Addresses in shared libraries (libc, libgcc) go to
-//! `backtrace`, which for them reads little more than their dynamic symbols.
+//! Addresses are named from the **symbol tables** of the objects mapped where they point
+//! ([`ElfSymbols`]: the executable, shared libraries, the vDSO): fully qualified names for a
+//! few MiB. Resolving them from DWARF instead (what `backtrace` does, and what the `pprof`
+//! crate did) adds inlined frames and line numbers, but parses and keeps the line tables:
+//! 90–150 MiB of resident memory for the sample service's release build, in a container
+//! limited to 256 MiB, and 38 MiB for libc alone where its debug file is installed.
 
 use std::collections::HashMap;
 
-use crate::exe_symbols::ExeSymbols;
+use crate::elf_symbols::ElfSymbols;
 
 /// One function at an address (an address has several when calls were inlined into it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +28,10 @@ pub struct Frame {
 #[derive(Debug, Default)]
 pub struct Symbolizer {
     cache: HashMap<usize, Vec<Frame>>,
-    /// Loaded on first use; `Some(None)` when the executable's symbols could not be read.
-    exe: Option<Option<ExeSymbols>>,
+    /// The objects read so far, each on the first address that falls in it.
+    objects: Vec<ElfSymbols>,
+    /// Address ranges with nothing to read (anonymous memory, objects without symbols).
+    nameless: Vec<(usize, usize)>,
 }
 
 impl Symbolizer {
@@ -45,14 +47,40 @@ impl Symbolizer {
         } else {
             address
         };
-        let exe = self.exe.get_or_insert_with(ExeSymbols::load).as_ref();
-        self.cache.entry(lookup).or_insert_with(|| match exe {
-            // Never `backtrace` for the executable: it would parse its DWARF for one address.
-            Some(exe) if exe.contains(lookup) => {
-                vec![exe.frame(lookup).unwrap_or_else(|| unnamed(lookup))]
+        if !self.cache.contains_key(&lookup) {
+            let frame = self
+                .object_at(lookup)
+                .and_then(|object| object.frame(lookup))
+                .unwrap_or_else(|| unnamed(lookup));
+            self.cache.insert(lookup, vec![frame]);
+        }
+        &self.cache[&lookup]
+    }
+
+    fn object_at(&mut self, address: usize) -> Option<&ElfSymbols> {
+        let index = match self.objects.iter().position(|o| o.contains(address)) {
+            Some(index) => index,
+            None => {
+                if self
+                    .nameless
+                    .iter()
+                    .any(|&(s, e)| (s..e).contains(&address))
+                {
+                    return None;
+                }
+                match ElfSymbols::containing(address) {
+                    Ok(object) => {
+                        self.objects.push(object);
+                        self.objects.len() - 1
+                    }
+                    Err(range) => {
+                        self.nameless.push(range);
+                        return None;
+                    }
+                }
             }
-            _ => resolve(lookup),
-        })
+        };
+        Some(&self.objects[index])
     }
 
     /// Addresses resolved so far.
@@ -73,28 +101,6 @@ fn unnamed(address: usize) -> Frame {
         file: String::new(),
         line: 0,
     }
-}
-
-fn resolve(address: usize) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    backtrace::resolve(address as *mut std::ffi::c_void, |symbol| {
-        let Some(name) = symbol.name() else {
-            return;
-        };
-        frames.push(Frame {
-            function: format!("{name:#}"),
-            system_name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
-            file: symbol
-                .filename()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            line: symbol.lineno().unwrap_or(0),
-        });
-    });
-    if frames.is_empty() {
-        frames.push(unnamed(address));
-    }
-    frames
 }
 
 #[cfg(test)]
