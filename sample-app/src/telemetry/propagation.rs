@@ -7,13 +7,16 @@
 //! `from_str_radix`, so it took `0-…` as version 00, a 15-digit parent id, and `+`-signed
 //! fields, and continued traces that the spec says must be restarted.
 
-use actix_web::http::header::HeaderMap as ActixHeaders;
+use actix_web::http::header::{HeaderMap as ActixHeaders, HeaderName};
 use opentelemetry::{Context, propagation::Extractor};
 use opentelemetry_http::HeaderInjector;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 const TRACEPARENT: &str = "traceparent";
 const TRACESTATE: &str = "tracestate";
+// The same names for header lookups: a `&str` key is parsed into a name on every lookup.
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
+const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
 
 struct ActixExtractor<'a> {
     headers: &'a ActixHeaders,
@@ -36,7 +39,7 @@ impl Extractor for ActixExtractor<'_> {
             TRACEPARENT => {
                 // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), which is
                 // never a valid traceparent.
-                let mut values = self.headers.get_all(TRACEPARENT);
+                let mut values = self.headers.get_all(TRACEPARENT_HEADER);
                 let value = values.next()?.to_str().ok()?;
                 (values.next().is_none() && is_well_formed_traceparent(value)).then_some(value)
             }
@@ -54,7 +57,7 @@ impl Extractor for ActixExtractor<'_> {
 /// one is not visible ASCII (the whole list is then invalid, and the propagator would drop it).
 fn combined_tracestate(headers: &ActixHeaders) -> Option<String> {
     let mut combined: Option<String> = None;
-    for value in headers.get_all(TRACESTATE) {
+    for value in headers.get_all(TRACESTATE_HEADER) {
         let value = value.to_str().ok()?;
         match &mut combined {
             None => combined = Some(value.to_owned()),
