@@ -147,6 +147,24 @@ impl Hasher for WordHasher {
 
 type SeriesCache<V> = RwLock<HashMap<SeriesKey, V, BuildHasherDefault<WordHasher>>>;
 
+/// The series of `key` from `cache`, made by `create` (the family's `get_or_create`, which
+/// allocates its label strings) only the first time.
+fn cached<V: Clone>(cache: &SeriesCache<V>, key: SeriesKey, create: impl FnOnce() -> V) -> V {
+    let known = cache
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    known.unwrap_or_else(|| {
+        let series = create();
+        cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, series.clone());
+        series
+    })
+}
+
 /// Every metric the service exposes, in its own registry (tests build as many as they like).
 #[derive(Clone)]
 pub struct AppMetrics {
@@ -230,52 +248,26 @@ impl AppMetrics {
         seconds: f64,
         exemplar: Option<TraceExemplar>,
     ) {
-        let key = SeriesKey::new(method, route, status);
-        let known = self
-            .server_series
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let series = known.unwrap_or_else(|| {
-            let series = self
-                .server_duration
+        let series = cached(&self.server_series, SeriesKey::new(method, route, status), || {
+            self.server_duration
                 .get_or_create(&ServerRequestLabels {
                     http_request_method: method.to_owned(),
                     http_route: route.to_owned(),
                     http_response_status_code: status.to_string(),
                 })
-                .clone();
-            self.server_series
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, series.clone());
-            series
+                .clone()
         });
         series.observe(seconds, exemplar, None);
     }
 
     /// The `http_server_active_requests` gauge of a (normalised) method.
     pub fn active_requests_of(&self, method: &'static str) -> Gauge {
-        let key = SeriesKey::new(method, "", 0);
-        let known = self
-            .active_series
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        known.unwrap_or_else(|| {
-            let gauge = self
-                .active_requests
+        cached(&self.active_series, SeriesKey::new(method, "", 0), || {
+            self.active_requests
                 .get_or_create(&ActiveRequestLabels {
                     http_request_method: method.to_owned(),
                 })
-                .clone();
-            self.active_series
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(key, gauge.clone());
-            gauge
+                .clone()
         })
     }
 
