@@ -248,15 +248,19 @@ impl AppMetrics {
         seconds: f64,
         exemplar: Option<TraceExemplar>,
     ) {
-        let series = cached(&self.server_series, SeriesKey::new(method, route, status), || {
-            self.server_duration
-                .get_or_create(&ServerRequestLabels {
-                    http_request_method: method.to_owned(),
-                    http_route: route.to_owned(),
-                    http_response_status_code: status.to_string(),
-                })
-                .clone()
-        });
+        let series = cached(
+            &self.server_series,
+            SeriesKey::new(method, route, status),
+            || {
+                self.server_duration
+                    .get_or_create(&ServerRequestLabels {
+                        http_request_method: method.to_owned(),
+                        http_route: route.to_owned(),
+                        http_response_status_code: status.to_string(),
+                    })
+                    .clone()
+            },
+        );
         series.observe(seconds, exemplar, None);
     }
 
