@@ -11,7 +11,7 @@ use std::{
 use opentelemetry::trace::TraceContextExt;
 use prometheus_client::{
     collector::Collector,
-    encoding::{EncodeLabelSet, text::encode},
+    encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder, text::encode},
     metrics::{counter::Counter, exemplar::HistogramWithExemplars, family::Family, gauge::Gauge},
     registry::{Registry, Unit},
 };
@@ -61,11 +61,10 @@ pub struct ProtocolErrorLabels {
     pub reason: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TraceExemplar {
-    pub trace_id: String,
-    pub span_id: String,
-}
+/// An exemplar's labels: the ids of a sampled span, written as `trace_id` and `span_id` in hex
+/// when the metrics are encoded (a scrape), not on every observation (two `String`s a request).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceExemplar(SpanIds);
 
 impl TraceExemplar {
     /// The ids of `span`, only when it is sampled: an exemplar must point at a trace that
@@ -80,10 +79,18 @@ impl TraceExemplar {
     }
 
     pub fn of_ids(ids: &SpanIds) -> Self {
-        Self {
-            trace_id: ids.trace_hex_string(),
-            span_id: ids.span_hex_string(),
-        }
+        Self(*ids)
+    }
+}
+
+impl EncodeLabelSet for TraceExemplar {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let (trace, span) = (self.0.trace_hex(), self.0.span_hex());
+        // Hex digits are ASCII.
+        let trace = std::str::from_utf8(&trace).map_err(|_| std::fmt::Error)?;
+        let span = std::str::from_utf8(&span).map_err(|_| std::fmt::Error)?;
+        ("trace_id", trace).encode(encoder.encode_label())?;
+        ("span_id", span).encode(encoder.encode_label())
     }
 }
 
