@@ -174,7 +174,10 @@ impl GrpcSpanExporter {
     pub fn new(config: &GrpcConfig) -> anyhow::Result<Self> {
         let endpoint = Endpoint::from_shared(config.endpoint.clone())
             .with_context(|| format!("'{}' is not a valid gRPC endpoint", config.endpoint))?
-            .timeout(config.timeout);
+            .timeout(config.timeout)
+            // A collector that drops the connection attempt fails the export within its
+            // deadline rather than the operating system's connect timeout.
+            .connect_timeout(config.timeout);
         let mut metadata = MetadataMap::new();
         for (key, value) in &config.headers {
             // Validated by `parse_headers`.
