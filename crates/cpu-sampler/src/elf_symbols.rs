@@ -40,10 +40,13 @@ pub struct ElfSymbols {
 }
 
 /// One line of `/proc/self/maps`.
+#[derive(Clone, Copy)]
 struct Mapping<'a> {
     start: usize,
     end: usize,
     offset: u64,
+    /// Device and inode: which file, whatever its name.
+    file: (&'a str, &'a str),
     /// The file (or `[vdso]`-style name); empty for anonymous memory.
     name: &'a str,
 }
@@ -54,12 +57,13 @@ fn mappings(maps: &str) -> impl Iterator<Item = Mapping<'_>> {
         let (from, to) = fields.next()?.split_once('-')?;
         let _perms = fields.next()?;
         let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
-        let _device = fields.next()?;
-        let _inode = fields.next()?;
+        let device = fields.next()?;
+        let inode = fields.next()?;
         Some(Mapping {
             start: usize::from_str_radix(from, 16).ok()?,
             end: usize::from_str_radix(to, 16).ok()?,
             offset,
+            file: (device, inode),
             name: fields.next().unwrap_or("").trim_start(),
         })
     })
@@ -68,36 +72,55 @@ fn mappings(maps: &str) -> impl Iterator<Item = Mapping<'_>> {
 impl ElfSymbols {
     /// The functions of the object mapped at `address`. `Err` carries the address range not
     /// to ask about again: the mapping's when it is anonymous or its file has no symbols, the
-    /// address alone when nothing is mapped there.
+    /// gap between its neighbours when nothing is mapped there.
     pub fn containing(address: usize) -> Result<Self, (usize, usize)> {
-        let alone = (address, address + 1);
+        let alone = (address, address.saturating_add(1));
         let maps = std::fs::read_to_string("/proc/self/maps").map_err(|_| alone)?;
-        let mapping = mappings(&maps)
-            .find(|m| (m.start..m.end).contains(&address))
-            .ok_or(alone)?;
-        let range = (mapping.start, mapping.end);
+        let all: Vec<Mapping<'_>> = mappings(&maps).collect();
+        let Some(at) = all.iter().position(|m| (m.start..m.end).contains(&address)) else {
+            let below = all
+                .iter()
+                .map(|m| m.end)
+                .filter(|&end| end <= address)
+                .max();
+            let above = all
+                .iter()
+                .map(|m| m.start)
+                .filter(|&start| start > address)
+                .min();
+            return Err((below.unwrap_or(0), above.unwrap_or(usize::MAX)));
+        };
+        let mapping = all[at];
+        // The object is the run of neighbouring mappings of the same file (the loader maps one
+        // object as adjacent segments); another mapping of that file elsewhere (a read-only
+        // copy, as a panic's backtrace makes) is not part of it.
+        let same = |m: &Mapping<'_>| m.file == mapping.file && m.name == mapping.name;
+        let first = all[..at].iter().rev().take_while(|m| same(m)).count();
+        let last = all[at + 1..].iter().take_while(|m| same(m)).count();
+        let object = &all[at - first..=at + last];
+        let (start, end) = (object[0].start, object[object.len() - 1].end);
         let symbols = match mapping.name {
             "[vdso]" => Self::load_vdso(mapping.start, mapping.end),
-            name if name.starts_with('/') => Self::load_file(Path::new(name), &maps),
+            name if name.starts_with('/') => {
+                // A file replaced since it was mapped is named `path (deleted)`; its old
+                // contents cannot be opened by that name.
+                let path = Path::new(name.strip_suffix(" (deleted)").unwrap_or(name));
+                // The loader maps the object's first page (file offset 0) first.
+                let base = object.iter().find(|m| m.offset == 0).map(|m| m.start);
+                base.and_then(|base| Self::load_file(path, start, end, base))
+            }
             _ => None,
         };
-        symbols.ok_or(range)
+        symbols.ok_or((start, end))
     }
 
-    /// A shared object or executable on disk, with the bias of its mappings in `maps`.
-    fn load_file(path: &Path, maps: &str) -> Option<Self> {
-        let wanted = path.to_str()?;
-        let (mut start, mut end, mut offset_zero) = (usize::MAX, 0, None);
-        for mapping in mappings(maps).filter(|m| m.name == wanted) {
-            start = start.min(mapping.start);
-            end = end.max(mapping.end);
-            if mapping.offset == 0 {
-                offset_zero.get_or_insert(mapping.start);
-            }
-        }
+    /// An object on disk, mapped at `start..end` with its file offset 0 at `base`.
+    fn load_file(path: &Path, start: usize, end: usize, base: usize) -> Option<Self> {
         let cache = ReadCache::new(File::open(path).ok()?);
         let object = object::File::parse(&cache).ok()?;
-        let linked_base = first_segment(&object)?;
+        // Run-time address minus link-time address (prelinked objects may have any, hence
+        // wrapping).
+        let bias = base.wrapping_sub(first_segment(&object)?);
         let mut functions = functions_of(&object, false);
         if functions.is_empty() {
             // Stripped: its separate debug file's symbol table, else its dynamic symbols.
@@ -110,12 +133,7 @@ impl ElfSymbols {
                 .filter(|f| !f.is_empty())
                 .unwrap_or_else(|| functions_of(&object, true));
         }
-        Self::new(
-            start,
-            end,
-            offset_zero?.checked_sub(linked_base)?,
-            functions,
-        )
+        Self::new(start, end, bias, functions)
     }
 
     /// The vDSO, read from this process's own memory (`/proc/self/mem`): it exists only there.
@@ -128,7 +146,7 @@ impl ElfSymbols {
         let object = object::File::parse(image.as_slice()).ok()?;
         let linked_base = first_segment(&object)?;
         let functions = functions_of(&object, true);
-        Self::new(start, end, start.checked_sub(linked_base)?, functions)
+        Self::new(start, end, start.wrapping_sub(linked_base), functions)
     }
 
     fn new(
@@ -162,14 +180,18 @@ impl ElfSymbols {
         if !self.contains(address) {
             return None;
         }
-        let linked = address.checked_sub(self.bias)? as u64;
+        let linked = address.wrapping_sub(self.bias) as u64;
         let index = self
             .functions
             .partition_point(|&(start, _, _)| start <= linked)
             .checked_sub(1)?;
         let (start, size, name) = &self.functions[index];
         let next = self.functions.get(index + 1).map_or(u64::MAX, |f| f.0);
-        let end = if *size > 0 { start + size } else { next };
+        let end = if *size > 0 {
+            start.saturating_add(*size)
+        } else {
+            next
+        };
         if linked >= end {
             return None;
         }
@@ -278,6 +300,46 @@ mod tests {
         let address = &*heap as *const u64 as usize;
         let (start, end) = ElfSymbols::containing(address).unwrap_err();
         assert!(start <= address && address < end);
-        assert_eq!(ElfSymbols::containing(8).unwrap_err(), (8, 9));
+        // Nothing is mapped at 8: the whole gap below the first mapping is refused at once.
+        let (start, end) = ElfSymbols::containing(8).unwrap_err();
+        assert!(start <= 8 && 8 < end && end > 4096, "{start:#x}..{end:#x}");
+    }
+
+    /// A second, read-only mapping of libc's whole file (what a panic's backtrace makes, to
+    /// read debug information) must not move the load bias or widen libc's range.
+    #[test]
+    #[allow(unsafe_code)]
+    fn another_mapping_of_the_same_file_changes_nothing() {
+        use std::os::fd::AsRawFd;
+        let address = libc::getpid as *const () as usize;
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let path = mappings(&maps)
+            .find(|m| (m.start..m.end).contains(&address))
+            .map(|m| m.name.to_owned())
+            .expect("getpid is in a mapped file");
+        let file = File::open(&path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a new private read-only mapping of a file we opened; nothing reads it.
+        let copy = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(copy, libc::MAP_FAILED);
+        let named = ElfSymbols::containing(address).map(|libc| {
+            let copy = copy as usize;
+            (libc.frame(address), libc.contains(copy))
+        });
+        // SAFETY: unmaps exactly the mapping made above.
+        unsafe { libc::munmap(copy, len) };
+        let (frame, covers_copy) = named.expect("libc has symbols");
+        let frame = frame.expect("getpid is named");
+        assert!(frame.function.ends_with("getpid"), "{frame:?}");
+        assert!(!covers_copy, "the copy is not part of the loaded object");
     }
 }

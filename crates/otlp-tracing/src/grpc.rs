@@ -8,7 +8,11 @@
 //! - headers: `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`
 //!   (`key=value,…`, values percent-decoded), sent as gRPC metadata;
 //! - the timeout of each export, retries included: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
-//!   `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else `OTEL_BSP_EXPORT_TIMEOUT`;
+//!   `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds), else `OTEL_BSP_EXPORT_TIMEOUT`. Each attempt
+//!   gets what remains of it as its gRPC deadline, and connecting is bounded by it too, so an
+//!   export ends within about twice the timeout at worst (a connection made just before the
+//!   deadline, then its call) — as opentelemetry-otlp's, which bounds only the wait between
+//!   attempts (src/retry.rs);
 //! - retries as opentelemetry-otlp's recommended policy: up to 3, exponential backoff from
 //!   100 ms to 1.6 s plus up to 100 ms of jitter, on the codes the OTLP specification calls
 //!   retryable, after the delay a server asks for in `RetryInfo`, never past the timeout.
@@ -48,8 +52,8 @@ const MAX_RETRIES: u32 = 3;
 const INITIAL_DELAY: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_millis(1600);
 const MAX_JITTER_MS: u64 = 100;
-/// The longest delay a server's `RetryInfo` may impose (src/retry.rs).
-const MAX_THROTTLE: Duration = Duration::from_secs(600);
+/// The longest delay a server's `RetryInfo` may impose (src/retry.rs, `MAX_THROTTLE_DURATION`).
+const MAX_THROTTLE: Duration = Duration::from_secs(30);
 
 /// How to reach the collector, validated.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,12 +117,12 @@ impl GrpcConfig {
     }
 }
 
-/// `key=value,key2=value2`, keys and values trimmed, values percent-decoded, as
-/// opentelemetry-otlp parses them (src/exporter/mod.rs, `parse_header_string`); but a pair that
-/// cannot be a header is an error here rather than silently dropped.
+/// `key=value,key2=value2`, keys and values trimmed, values percent-decoded, empty entries
+/// skipped, as opentelemetry-otlp parses them (src/exporter/mod.rs, `parse_header_string`); but
+/// a pair that cannot be a header is an error here rather than silently dropped.
 fn parse_headers(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut headers = Vec::new();
-    for pair in raw.split_terminator(',').map(str::trim) {
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((key, value)) = pair.split_once('=') else {
             bail!("'{pair}' is not key=value");
         };
@@ -175,6 +179,11 @@ impl GrpcSpanExporter {
         let endpoint = Endpoint::from_shared(config.endpoint.clone())
             .with_context(|| format!("'{}' is not a valid gRPC endpoint", config.endpoint))?
             .timeout(config.timeout)
+            .user_agent(concat!(
+                "four-signal-otlp-tracing/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .context("the User-Agent header")?
             // A collector that drops the connection attempt fails the export within its
             // deadline rather than the operating system's connect timeout.
             .connect_timeout(config.timeout);
@@ -197,7 +206,12 @@ impl GrpcSpanExporter {
         })
     }
 
-    async fn send(&self, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+    /// One attempt, with `remaining` of the export's timeout as its deadline.
+    async fn send(
+        &self,
+        body: Bytes,
+        remaining: Duration,
+    ) -> Result<ExportTraceServiceResponse, Status> {
         let mut client = tonic::client::Grpc::new(self.channel.clone());
         client
             .ready()
@@ -205,6 +219,7 @@ impl GrpcSpanExporter {
             .map_err(|e| Status::unavailable(format!("the collector is not reachable: {e}")))?;
         let mut request = Request::new(body);
         *request.metadata_mut() = self.metadata.clone();
+        request.set_timeout(remaining);
         let path = PathAndQuery::from_static(EXPORT_PATH);
         Ok(client.unary(request, path, PreEncoded).await?.into_inner())
     }
@@ -225,7 +240,11 @@ impl SpanExporter for GrpcSpanExporter {
         let mut delay = INITIAL_DELAY;
         let mut delay_cap = MAX_DELAY;
         loop {
-            let status = match self.send(body.clone()).await {
+            let remaining = self.timeout.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(OTelSdkError::Timeout(self.timeout));
+            }
+            let status = match self.send(body.clone(), remaining).await {
                 Ok(response) => {
                     if let Some(partial) = response.partial_success
                         && (partial.rejected_spans > 0 || !partial.error_message.is_empty())
@@ -291,14 +310,14 @@ fn retry(status: &Status) -> Retry {
         status
             .get_details_retry_info()
             .and_then(|info| info.retry_delay)
-            .filter(|delay| !delay.is_zero())
     };
     match status.code() {
+        // Retryable only when the server says when (RetryInfo), a delay of 0 included.
         Code::ResourceExhausted => match server_delay() {
             Some(delay) => Retry::After(Some(delay)),
             None => Retry::No,
         },
-        Code::Unavailable => Retry::After(server_delay()),
+        Code::Unavailable => Retry::After(server_delay().filter(|delay| !delay.is_zero())),
         Code::Cancelled
         | Code::DeadlineExceeded
         | Code::Aborted
@@ -311,7 +330,12 @@ fn retry(status: &Status) -> Retry {
 /// The error the batch processor reports: the code, and for transport failures their cause
 /// (never the server's message, which may echo credentials, as opentelemetry-otlp decides).
 fn export_error(status: &Status, timeout: Duration) -> OTelSdkError {
-    if status.code() == Code::DeadlineExceeded {
+    // The server's deadline, or tonic's own (a `TimeoutExpired`, which it reports as
+    // CANCELLED with that error's text, tonic src/status.rs `from_error`).
+    let timed_out = status.code() == Code::DeadlineExceeded
+        || (status.code() == Code::Cancelled
+            && status.message() == tonic::TimeoutExpired(()).to_string());
+    if timed_out {
         return OTelSdkError::Timeout(timeout);
     }
     let mut message = format!("OTLP/gRPC export failed: {:?}", status.code());
@@ -475,5 +499,31 @@ mod tests {
                 "{code:?}"
             );
         }
+        // With RetryInfo, RESOURCE_EXHAUSTED is retried after the server's delay, 0 included
+        // (opentelemetry-otlp src/retry_classification.rs); UNAVAILABLE treats 0 as none.
+        let with_delay = |code, delay| {
+            Status::with_error_details(
+                code,
+                "",
+                tonic_types::ErrorDetails::with_retry_info(Some(delay)),
+            )
+        };
+        for delay in [Duration::ZERO, Duration::from_secs(2)] {
+            let got = retry(&with_delay(Code::ResourceExhausted, delay));
+            assert!(
+                matches!(got, Retry::After(Some(d)) if d == delay),
+                "{delay:?}"
+            );
+        }
+        assert!(matches!(
+            retry(&with_delay(Code::Unavailable, Duration::ZERO)),
+            Retry::After(None)
+        ));
+        // tonic's own deadline comes back as CANCELLED; it is the export's timeout.
+        let local = Status::cancelled(tonic::TimeoutExpired(()).to_string());
+        assert!(matches!(
+            export_error(&local, Duration::from_secs(3)),
+            OTelSdkError::Timeout(_)
+        ));
     }
 }

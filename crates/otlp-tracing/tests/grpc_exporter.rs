@@ -300,6 +300,9 @@ async fn a_partial_success_is_a_success_and_after_shutdown_nothing_is_sent() {
     assert_eq!(server.calls().len(), 1);
 }
 
+/// No export waits longer than this here; each case is far shorter (a hang fails, not blocks).
+const HANG: Duration = Duration::from_secs(60);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_not_there_fails_the_export_without_hanging() {
     // A port nothing listens on: connection refused, retried as Unavailable, then given up.
@@ -308,12 +311,36 @@ async fn a_collector_that_is_not_there_fails_the_export_without_hanging() {
         .local_addr()
         .unwrap()
         .port();
-    let err = exporter(&format!("http://127.0.0.1:{port}"), &[])
-        .export(vec![span(1)])
+    let exporter = exporter(&format!("http://127.0.0.1:{port}"), &[]);
+    let err = tokio::time::timeout(HANG, exporter.export(vec![span(1)]))
         .await
+        .expect("the export ends")
         .unwrap_err();
     assert!(
         matches!(&err, OTelSdkError::InternalFailure(m) if m.contains("Unavailable")),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_accepts_and_never_answers_times_the_export_out() {
+    // Accepts connections and holds them without a word, not even HTTP/2's handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let exporter = exporter(&endpoint, &[("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "300")]);
+    let err = tokio::time::timeout(HANG, exporter.export(vec![span(1)]))
+        .await
+        .expect("the export ends")
+        .unwrap_err();
+    assert!(
+        matches!(err, OTelSdkError::Timeout(t) if t == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    held.abort();
 }
