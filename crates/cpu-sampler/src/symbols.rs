@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::elf_symbols::ElfSymbols;
 
-/// One function at an address (an address has several when calls were inlined into it).
+/// The function at an address (from a symbol table: an inlined call shows as its caller).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     /// Demangled, without the hash suffix (`sample_app::routes::demo::burn_cpu`).
