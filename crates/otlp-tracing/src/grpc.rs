@@ -45,6 +45,7 @@ use tonic::{
 use tonic_types::StatusExt;
 
 use crate::encode::{EncodedResource, encode_export_request};
+use crate::settings::parse_key_values;
 
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// opentelemetry-otlp's recommended retry policy (src/retry_policy.rs, `recommended()`).
@@ -117,19 +118,15 @@ impl GrpcConfig {
     }
 }
 
-/// `key=value,key2=value2`, keys and values trimmed, values percent-decoded, empty entries
-/// skipped, as opentelemetry-otlp parses them (src/exporter/mod.rs, `parse_header_string`); but
-/// a pair that cannot be a header is an error here rather than silently dropped.
+/// `key=value,key2=value2` as [`parse_key_values`] reads it, keys lowercased, as
+/// opentelemetry-otlp parses them (src/exporter/mod.rs, `parse_header_string`); but a pair that
+/// cannot be a header is an error here rather than silently dropped.
 fn parse_headers(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
     let mut headers = Vec::new();
-    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((key, value)) = pair.split_once('=') else {
-            bail!("'{pair}' is not key=value");
-        };
-        let key = key.trim().to_ascii_lowercase();
-        let value = percent_decode(value.trim()).with_context(|| format!("value of '{key}'"))?;
-        if key.is_empty() || value.is_empty() {
-            bail!("'{pair}' has an empty key or value");
+    for (key, value) in parse_key_values(raw)? {
+        let key = key.to_ascii_lowercase();
+        if value.is_empty() {
+            bail!("'{key}' has an empty value");
         }
         MetadataKey::<tonic::metadata::Ascii>::from_bytes(key.as_bytes())
             .with_context(|| format!("'{key}' is not a valid header name"))?;
@@ -138,28 +135,6 @@ fn parse_headers(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
         headers.push((key, value));
     }
     Ok(headers)
-}
-
-fn percent_decode(raw: &str) -> anyhow::Result<String> {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = raw
-                .get(i + 1..i + 3)
-                .context("'%' must be followed by two hex digits")?;
-            out.push(
-                u8::from_str_radix(hex, 16)
-                    .with_context(|| format!("'%{hex}' is not a hex escape"))?,
-            );
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).context("decoded value is not UTF-8")
 }
 
 /// Sends span batches to an OTLP/gRPC collector.

@@ -67,7 +67,7 @@ impl OtelSettings {
         };
 
         let mut resource_attributes = match var("OTEL_RESOURCE_ATTRIBUTES") {
-            Some(raw) => parse_resource_attributes(&raw).context("OTEL_RESOURCE_ATTRIBUTES")?,
+            Some(raw) => parse_key_values(&raw).context("OTEL_RESOURCE_ATTRIBUTES")?,
             None => Vec::new(),
         };
         let attr_service_name = take_attribute(&mut resource_attributes, "service.name");
@@ -161,8 +161,10 @@ fn take_attribute(attrs: &mut Vec<(String, String)>, key: &str) -> Option<String
     Some(attrs.remove(index).1)
 }
 
-/// `key1=value1,key2=value2`, values percent-decoded (W3C Baggage octets, as the spec says).
-fn parse_resource_attributes(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
+/// `key1=value1,key2=value2`, keys and values trimmed, values percent-decoded (W3C Baggage
+/// octets, as the spec says), empty entries skipped: `OTEL_RESOURCE_ATTRIBUTES`, and the
+/// `OTEL_EXPORTER_OTLP_*HEADERS` ([`crate::grpc`]).
+pub(crate) fn parse_key_values(raw: &str) -> anyhow::Result<Vec<(String, String)>> {
     raw.split(',')
         .filter(|pair| !pair.trim().is_empty())
         .map(|pair| {
