@@ -21,7 +21,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use sample_app::telemetry::span_profiles::{self, SPAN_NAMES, SpanProfileLayer};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{Layer, filter::filter_fn, layer::SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
@@ -75,12 +75,13 @@ fn time_per_iteration(mut iteration: impl FnMut()) -> Duration {
 
 /// One request's span work under a subscriber like the service's, with or without labels.
 fn one_request_span(provider: &SdkTracerProvider, labels: bool) -> Duration {
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("profile_cost"))
-        .with_location(false)
-        .with_threads(false)
-        .with_tracked_inactivity(false)
-        .with_filter(filter_fn(|m| m.is_span()));
+    let otel = otlp_tracing::SpansOnly(
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("profile_cost"))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false),
+    );
     let subscriber = tracing_subscriber::registry()
         .with(otel)
         .with(labels.then_some(SpanProfileLayer));

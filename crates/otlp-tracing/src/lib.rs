@@ -12,9 +12,11 @@ pub mod grpc;
 pub mod limits;
 pub mod provider;
 pub mod settings;
+pub mod spans_only;
 
 pub use backend_health::{BackendHealth, Verdict};
 pub use exported::{SPAN_EXPORTS, SpanExportCollector};
 pub use limits::{SPANS_PROCESSED, SpanProcessedCollector};
 pub use provider::{resource, tracer_provider};
 pub use settings::{OtelSettings, OtlpProtocol, SamplerSetting, ServiceDefaults};
+pub use spans_only::SpansOnly;

@@ -10,9 +10,7 @@ use std::{sync::Arc, thread::JoinHandle, time::Duration};
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
-use tracing_subscriber::{
-    EnvFilter, Layer, filter::filter_fn, layer::SubscriberExt, util::SubscriberInitExt,
-};
+use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use super::{
     BackendHealth,
@@ -58,14 +56,17 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     // Context activation is off: nothing here reads OpenTelemetry's current context (parents
     // come from the `tracing` span stack, outgoing `traceparent`s from the span itself), and
     // activating it on every poll built the span's context and attached it twice per request.
+    // SpansOnly keeps events out without a per-layer filter, which would cost every request
+    // an `enabled` pass per event and a span lookup per enter and exit (see its docs).
     let otel_layer = tracer_provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
-            .with_location(false)
-            .with_threads(false)
-            .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(filter_fn(|metadata| metadata.is_span()))
+        otlp_tracing::SpansOnly(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false),
+        )
     });
     // Keeps each thread's CPU-sampler slot on the request being polled there.
     let span_profiles =
