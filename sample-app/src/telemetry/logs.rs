@@ -189,7 +189,8 @@ fn level_name(level: &tracing::Level) -> &'static str {
 
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
     // Most strings (keys, targets, routes, messages) need no escaping: copy them.
-    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(value.as_bytes()) {
+        out.reserve(value.len() + 2);
         out.push(b'"');
         out.extend_from_slice(value.as_bytes());
         out.push(b'"');
@@ -197,6 +198,43 @@ fn push_json_str(out: &mut Vec<u8>, value: &str) {
     }
     // Serialising a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// Whether `bytes` holds one JSON must escape: a control character, `"` or `\\`. Eight bytes
+/// at a time: a byte-by-byte scan was a sixth of the access line's instructions. Per word, `x -
+/// 0x2020…` borrows into the high bit of a byte below 0x20 that had it clear, and a byte equal
+/// to `q` is a zero byte of `x ^ qq…` (the "has less than" and "has zero byte" tests of Bit
+/// Twiddling Hacks: exact for "is there one", which is all this asks).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let escapes = |word: [u8; 8]| {
+        let x = u64::from_ne_bytes(word);
+        below(x, 0x20)
+            | below(x ^ (ONES * u64::from(b'"')), 1)
+            | below(x ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+    };
+    let mut words = bytes.chunks_exact(8);
+    if words
+        .by_ref()
+        .any(|word| escapes(word.try_into().unwrap_or_default()))
+    {
+        return true;
+    }
+    let rest = words.remainder();
+    if rest.is_empty() {
+        false
+    } else if let Some(last) = bytes.last_chunk::<8>() {
+        // The last eight bytes again, overlapping the words already tested.
+        escapes(*last)
+    } else {
+        // Shorter than a word: padded with a byte that needs nothing.
+        let mut word = [b'a'; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        escapes(word)
+    }
 }
 
 /// Writes an event's fields as `,"key":value` pairs and keeps its message aside.
@@ -367,6 +405,25 @@ mod clock_tests {
             .unwrap();
             assert_eq!(String::from_utf8(out).unwrap(), expected);
         }
+    }
+
+    #[test]
+    fn the_word_scan_finds_exactly_the_bytes_json_escapes() {
+        let naive = |bytes: &[u8]| bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        // Every byte value at every position of every length up to three words, in a run of
+        // bytes that need nothing (and next to high bytes, whose borrows must not count).
+        for len in 1..=24 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    for fill in [b'a', 0xff, 0x20, 0x21] {
+                        let mut bytes = vec![fill; len];
+                        bytes[at] = byte;
+                        assert_eq!(needs_escape(&bytes), naive(&bytes), "{bytes:?}");
+                    }
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
     }
 
     #[test]
