@@ -120,10 +120,17 @@ impl<S> Layer<S> for SpanProfileLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, _attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let inherited = span.parent().and_then(|parent| target_of(&parent));
-        if let Some(labels) = inherited {
+    fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
+        // The parent as the registry chose it, found without looking the new span up: a
+        // request's server span is a root, and then nothing is looked up at all.
+        let parent = if attrs.is_contextual() {
+            ctx.lookup_current()
+        } else {
+            attrs.parent().and_then(|parent| ctx.span(parent))
+        };
+        if let Some(labels) = parent.and_then(|parent| target_of(&parent))
+            && let Some(span) = ctx.span(id)
+        {
             span.extensions_mut().insert(ProfileTarget(labels));
         }
     }
@@ -287,6 +294,46 @@ mod tests {
         names.record(0x1235, "GET", None);
         assert_eq!(names.names.read().unwrap().len(), 2);
         assert_eq!(names.get(0x1235).as_deref(), Some("GET"));
+    }
+
+    /// The target a span got, read from the registry the way the layer reads it.
+    fn target(span: &Span) -> Option<SpanLabels> {
+        span.with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            target_of(&registry.span(id)?)
+        })
+        .flatten()
+    }
+
+    #[test]
+    fn children_inherit_the_target_by_explicit_or_contextual_parent_and_roots_do_not() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let labels = SpanLabels {
+            span_id: 7,
+            trace_id: 9,
+        };
+        let subscriber = tracing_subscriber::registry().with(SpanProfileLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let server = tracing::info_span!("HTTP request");
+            assert_eq!(target(&server), None);
+            annotate(&server, None, Some(ProfileTarget(labels)));
+            assert_eq!(target(&server), Some(labels));
+
+            let explicit = tracing::info_span!(parent: &server, "burn_cpu");
+            let grandchild = tracing::info_span!(parent: &explicit, "inner");
+            let (contextual, root) = server.in_scope(|| {
+                (
+                    tracing::info_span!("simulated slow work"),
+                    tracing::info_span!(parent: None, "detached"),
+                )
+            });
+            let unrelated = tracing::info_span!("another request");
+            assert_eq!(target(&explicit), Some(labels));
+            assert_eq!(target(&grandchild), Some(labels));
+            assert_eq!(target(&contextual), Some(labels));
+            assert_eq!(target(&root), None);
+            assert_eq!(target(&unrelated), None);
+        });
     }
 
     #[test]
