@@ -158,7 +158,8 @@ def callgrind(args) -> int:
             configs = {name: env for name, env in configs.items() if name in wanted}
         for name, env in configs.items():
             results[name] = callgrind_cost.measure(
-                name, lambda n, f, env=env: callgrind_cost.sample_app_run(args.binary, env, n, f), (small, large), work)
+                name, lambda n, f, env=env, headers=callgrind_cost.CONFIG_HEADERS.get(name):
+                callgrind_cost.sample_app_run(args.binary, env, n, f, headers=headers), (small, large), work)
             print(f"{name:>20}: {results[name].per_request:9.0f} instructions per request", file=sys.stderr)
     off = results["off"].per_request
     print(f"GET {ENDPOINT}, instructions per request (callgrind; {large} minus {small} requests on one "
@@ -181,6 +182,10 @@ def callgrind(args) -> int:
         if "spans not sampled" in results and "spans not exported" in results:
             sampled = results["spans not exported"].per_request - results["spans not sampled"].per_request
             print(f"| recording a sampled span (its attributes, its end) | {sampled:+,.0f} | spans not exported − spans not sampled |")
+        if "caller sends traceparent" in results:
+            continued = results["caller sends traceparent"].per_request - full
+            print(f"| continuing a caller's trace (when the request has a traceparent) | {continued:+,.0f} "
+                  f"| caller sends traceparent − all signals |")
         if "spans not sampled" in results:
             print(f"| everything else: the span's creation, the metric, the middleware, the log line without ids "
                   f"| {results['spans not sampled'].per_request - off:+,.0f} | spans not sampled − off |")

@@ -131,12 +131,12 @@ def wait_http(port: int, path: str, process: subprocess.Popen, deadline_s: float
     raise RuntimeError(f"127.0.0.1:{port}{path} did not answer 200 within {deadline_s} s")
 
 
-def get_requests(port: int, path: str, count: int) -> None:
+def get_requests(port: int, path: str, count: int, headers: dict[str, str] | None = None) -> None:
     """`count` GETs of `path`, one after another on one keep-alive connection; each must be 200."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         for i in range(count):
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers or {})
             response = conn.getresponse()
             response.read()
             if response.status != 200:
@@ -171,9 +171,9 @@ def stop(process: subprocess.Popen, deadline_s: float = 120) -> None:
 
 
 def sample_app_run(binary: Path, env: dict[str, str], requests: int, out_file: Path,
-                   stdout: Path | None = None) -> int:
+                   stdout: Path | None = None, headers: dict[str, str] | None = None) -> int:
     """Instructions of one sample-app process serving `requests` GETs of ENDPOINT (after one
-    POST that creates the order); its logs go to `stdout` when given."""
+    POST that creates the order), each with `headers`; its logs go to `stdout` when given."""
     port = free_port()
     full_env = clean_env({**env, "SAMPLE_APP_LISTEN": f"127.0.0.1:{port}"})
     full_env.setdefault("RUST_LOG", "info")
@@ -187,7 +187,7 @@ def sample_app_run(binary: Path, env: dict[str, str], requests: int, out_file: P
     try:
         wait_http(port, "/health", app, START_DEADLINE_S)
         create_order(port)
-        get_requests(port, ENDPOINT, requests)
+        get_requests(port, ENDPOINT, requests, headers)
         stop(app)
     except BaseException:
         if app.poll() is None:
@@ -258,7 +258,16 @@ def sample_app_configs(otlp_endpoint: str) -> dict[str, dict[str, str]]:
         "no access log": {**exporting, "RUST_LOG": "info,access=off"},
         "no span labels": {**exporting, "SAMPLE_APP_SPAN_PROFILES": "off"},
         "no heap sampling": {**exporting, "SAMPLE_APP_HEAP_PROFILES": "off"},
+        "caller sends traceparent": exporting,
     }
+
+
+# Request headers of a configuration (none unless named here). A caller that is itself traced
+# (load-gen, another service) sends its context, and the server span continues that trace: the
+# propagator runs only then. Every request continues the same sampled parent.
+CONFIG_HEADERS = {
+    "caller sends traceparent": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+}
 
 
 COST_LINE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)\s*$")

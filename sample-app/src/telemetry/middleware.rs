@@ -158,15 +158,20 @@ impl ServerSpan {
         // code records later are `tracing` fields. The attributes go straight onto the
         // OpenTelemetry span below: through `tracing` each would be a field visit in every
         // layer and a `String`, static values included.
+        // The local root of the request's trace (`parent: None`): its only parent is the
+        // caller's context, if the request carries one.
         let span = tracing::info_span!(
+            parent: None,
             "HTTP request",
             otel.kind = "server",
             otel.status_code = Empty,
             error.type = Empty,
             fault.injected = Empty,
         );
-        // Setting the parent fails only when the span is disabled: nothing to link.
-        let _ = span.set_parent(propagation::extract(req.headers()));
+        if let Some(caller) = propagation::extract(req.headers()) {
+            // Fails only when the span is disabled: nothing to link.
+            let _ = span.set_parent(caller);
+        }
         // Starts the OpenTelemetry span (the sampler decides here): the ids are needed now, for
         // span profiles, and at the end, for the exemplar and the access line.
         let otel = span.context();

@@ -2,13 +2,22 @@
 //! (actix is on `http` 0.2, so the OpenTelemetry helper for `http` 1 does not fit) and writes
 //! them into outgoing `reqwest` requests.
 //!
-//! A `traceparent` reaches the OpenTelemetry propagator only when it has the shape W3C Trace
-//! Context gives it ([`is_well_formed_traceparent`]): the SDK's parser reads each field with
+//! An incoming `traceparent` is continued only when it has the shape W3C Trace Context gives
+//! it ([`is_well_formed_traceparent`]): the SDK's parser reads each field with
 //! `from_str_radix`, so it took `0-…` as version 00, a 15-digit parent id, and `+`-signed
-//! fields, and continued traces that the spec says must be restarted.
+//! fields, and continued traces that the spec says must be restarted. Once the shape is known,
+//! [`extract`] reads the ids itself: the SDK's `TraceContextPropagator` splits the value into a
+//! `Vec` and parses a `u128` digit by digit with overflow checks, about 5,500 instructions of a
+//! request that continues a trace. Its result is the propagator's, which the tests check on
+//! every single-byte change of a valid value.
+
+use std::str::FromStr;
 
 use actix_web::http::header::{HeaderMap as ActixHeaders, HeaderName};
-use opentelemetry::{Context, propagation::Extractor};
+use opentelemetry::{
+    Context,
+    trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState},
+};
 use opentelemetry_http::HeaderInjector;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -17,41 +26,6 @@ const TRACESTATE: &str = "tracestate";
 // The same names for header lookups: a `&str` key is parsed into a name on every lookup.
 const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static(TRACEPARENT);
 const TRACESTATE_HEADER: HeaderName = HeaderName::from_static(TRACESTATE);
-
-struct ActixExtractor<'a> {
-    headers: &'a ActixHeaders,
-    /// Every `tracestate` line, joined (see the module docs).
-    tracestate: Option<String>,
-}
-
-impl<'a> ActixExtractor<'a> {
-    fn new(headers: &'a ActixHeaders) -> Self {
-        Self {
-            headers,
-            tracestate: combined_tracestate(headers),
-        }
-    }
-}
-
-impl Extractor for ActixExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        match key {
-            TRACEPARENT => {
-                // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), which is
-                // never a valid traceparent.
-                let mut values = self.headers.get_all(TRACEPARENT_HEADER);
-                let value = values.next()?.to_str().ok()?;
-                (values.next().is_none() && is_well_formed_traceparent(value)).then_some(value)
-            }
-            TRACESTATE => self.tracestate.as_deref(),
-            _ => self.headers.get(key).and_then(|v| v.to_str().ok()),
-        }
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.headers.keys().map(|k| k.as_str()).collect()
-    }
-}
 
 /// All `tracestate` lines as one list, in the order they came; `None` when there is none or
 /// one is not visible ASCII (the whole list is then invalid, and the propagator would drop it).
@@ -92,10 +66,40 @@ pub fn is_well_formed_traceparent(value: &str) -> bool {
         }
 }
 
-/// The caller's trace context, or an empty one (an invalid `traceparent` is ignored, as the
-/// W3C spec requires: the request is served and starts a new trace).
-pub fn extract(headers: &ActixHeaders) -> Context {
-    opentelemetry::global::get_text_map_propagator(|p| p.extract(&ActixExtractor::new(headers)))
+/// The caller's trace context (W3C Trace Context: `traceparent` and `tracestate`), as the
+/// SDK's `TraceContextPropagator` would extract it into an empty context; `None` when there is
+/// nothing to continue: no `traceparent` (`tracestate` alone means nothing), two of them, or
+/// one that is not well formed or names the all-zero ids, which the W3C spec says to ignore:
+/// the request is served and starts a new trace.
+pub fn extract(headers: &ActixHeaders) -> Option<Context> {
+    let mut lines = headers.get_all(TRACEPARENT_HEADER);
+    let value = lines.next()?.to_str().ok()?;
+    // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), never a valid one.
+    if lines.next().is_some() || !is_well_formed_traceparent(value) {
+        return None;
+    }
+    let bytes = value.as_bytes();
+    let trace_id = TraceId::from_bytes(hex_array(&bytes[3..35]));
+    let span_id = SpanId::from_bytes(hex_array(&bytes[36..52]));
+    // Flags other than `sampled` are not passed on (W3C Trace Context, "other flags").
+    let flags = TraceFlags::new(hex_array::<1>(&bytes[53..55])[0]) & TraceFlags::SAMPLED;
+    let state = combined_tracestate(headers)
+        .and_then(|list| TraceState::from_str(&list).ok())
+        .unwrap_or_default();
+    let caller = SpanContext::new(trace_id, span_id, flags, true, state);
+    caller
+        .is_valid()
+        .then(|| Context::new().with_remote_span_context(caller))
+}
+
+/// `2 * N` lowercase hex digits (already checked by [`is_well_formed_traceparent`]) as bytes.
+fn hex_array<const N: usize>(digits: &[u8]) -> [u8; N] {
+    let nibble = |c: u8| if c <= b'9' { c - b'0' } else { c - b'a' + 10 };
+    let mut out = [0; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0]) << 4 | nibble(pair[1]);
+    }
+    out
 }
 
 /// Adds the context of `span` to an outgoing request's headers.
@@ -112,7 +116,50 @@ mod tests {
     use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
 
-    use super::{ActixExtractor, ActixHeaders, is_well_formed_traceparent as ok};
+    use opentelemetry::propagation::Extractor;
+
+    use super::{
+        ActixHeaders, TRACEPARENT, TRACEPARENT_HEADER, TRACESTATE, combined_tracestate, extract,
+        is_well_formed_traceparent as ok,
+    };
+
+    /// The headers as an OpenTelemetry `Extractor`, so the SDK's own propagator can say what
+    /// [`extract`] must return: the `traceparent` only when well formed and alone (see the
+    /// module docs), every `tracestate` line joined.
+    struct ActixExtractor<'a> {
+        headers: &'a ActixHeaders,
+        /// Every `tracestate` line, joined (see the module docs).
+        tracestate: Option<String>,
+    }
+
+    impl<'a> ActixExtractor<'a> {
+        fn new(headers: &'a ActixHeaders) -> Self {
+            Self {
+                headers,
+                tracestate: combined_tracestate(headers),
+            }
+        }
+    }
+
+    impl Extractor for ActixExtractor<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                TRACEPARENT => {
+                    // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), which is
+                    // never a valid traceparent.
+                    let mut values = self.headers.get_all(TRACEPARENT_HEADER);
+                    let value = values.next()?.to_str().ok()?;
+                    (values.next().is_none() && ok(value)).then_some(value)
+                }
+                TRACESTATE => self.tracestate.as_deref(),
+                _ => self.headers.get(key).and_then(|v| v.to_str().ok()),
+            }
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.headers.keys().map(|k| k.as_str()).collect()
+        }
+    }
 
     fn headers(lines: &[(&'static str, &'static str)]) -> ActixHeaders {
         let mut headers = ActixHeaders::new();
@@ -143,6 +190,83 @@ mod tests {
             state.header(),
             "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7,other=x,last=1"
         );
+    }
+
+    #[test]
+    fn without_a_valid_traceparent_there_is_nothing_to_extract() {
+        assert!(extract(&headers(&[])).is_none());
+        assert!(extract(&headers(&[("tracestate", "a=1")])).is_none());
+        assert!(extract(&headers(&[("traceparent", "00-zz")])).is_none());
+        let zeros = "00-00000000000000000000000000000000-00f067aa0ba902b7-01";
+        assert!(extract(&headers(&[("traceparent", zeros)])).is_none());
+        let caller = extract(&headers(&[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )]))
+        .expect("a context");
+        assert!(caller.span().span_context().is_remote());
+    }
+
+    /// What the SDK's propagator extracts into an empty context (invalid when nothing).
+    fn by_the_sdk(headers: &ActixHeaders) -> opentelemetry::trace::SpanContext {
+        TraceContextPropagator::new()
+            .extract_with_context(
+                &opentelemetry::Context::new(),
+                &ActixExtractor::new(headers),
+            )
+            .span()
+            .span_context()
+            .clone()
+    }
+
+    fn by_extract(headers: &ActixHeaders) -> opentelemetry::trace::SpanContext {
+        extract(headers).map_or_else(opentelemetry::trace::SpanContext::empty_context, |cx| {
+            cx.span().span_context().clone()
+        })
+    }
+
+    #[test]
+    fn extract_agrees_with_the_sdk_propagator_on_every_one_byte_change_of_a_valid_value() {
+        let valid = [
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-03-later",
+        ];
+        let states = [
+            None,
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+            Some("=bad"),
+        ];
+        let mut cases = 0;
+        for value in valid {
+            for at in 0..value.len() {
+                for byte in (0x20..0x7f_u8).chain([b'\t', 0x80, 0xff]) {
+                    let mut changed: [Vec<u8>; 3] =
+                        std::array::from_fn(|_| value.as_bytes().to_vec());
+                    changed[0][at] = byte;
+                    changed[1].insert(at, byte);
+                    changed[2].remove(at);
+                    for bytes in changed {
+                        let Ok(traceparent) = HeaderValue::from_bytes(&bytes) else {
+                            continue;
+                        };
+                        for state in states {
+                            let mut map = ActixHeaders::new();
+                            map.append(TRACEPARENT_HEADER, traceparent.clone());
+                            if let Some(state) = state {
+                                map.append(
+                                    HeaderName::from_static("tracestate"),
+                                    HeaderValue::from_static(state),
+                                );
+                            }
+                            assert_eq!(by_extract(&map), by_the_sdk(&map), "{bytes:?} {state:?}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(cases > 40_000, "{cases}");
     }
 
     #[test]
