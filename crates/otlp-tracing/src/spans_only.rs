@@ -7,9 +7,9 @@
 //!
 //! - a per-layer filter that rejects events makes the subscriber's interest in every event
 //!   callsite `sometimes` (tracing-subscriber 0.3.23 src/layer/layered.rs:470), so every event
-//!   asks every layer's `enabled` again instead of using the callsite's cached interest; a
-//!   `filter_fn` gives spans `sometimes` too (src/filter/layer_filters/mod.rs: `FilterFn`'s
-//!   `callsite_enabled` without a callsite filter);
+//!   asks every layer's `enabled` again instead of using the callsite's cached interest;
+//! - a per-layer filter without a level hint leaves the whole subscriber without one
+//!   (`pick_level_hint`), so the global maximum level was TRACE whatever `RUST_LOG` said;
 //! - each span then carries a filter bitmap, and every enter, exit, record and close of a span
 //!   looks the span up once more to read it (`Context::if_enabled_for`).
 //!

@@ -67,13 +67,7 @@ pub async fn observe_request(
     active.inc();
     let started = Instant::now();
     let result = match &server {
-        Some(server) => {
-            InSpan {
-                span: &server.span,
-                future: next.call(req),
-            }
-            .await
-        }
+        Some(server) => InSpan::new(&server.span, next.call(req)).await,
         None => next.call(req).await,
     };
     let elapsed = started.elapsed();
@@ -120,12 +114,23 @@ pub async fn observe_request(
 /// lookup and a reference count to take, and again to give back) and enters the span once
 /// more to drop the finished future (tracing 0.1.44 src/instrument.rs:274-286): each enter and
 /// exit runs every layer's callbacks, and the OpenTelemetry layer reads the clock on each exit.
-/// The handler's future is boxed (`Unpin`), so it is polled in place. A request abandoned
-/// mid-flight (the client went away) has its future dropped outside the span: nothing in the
-/// handlers writes logs when dropped.
+/// The handler's future is boxed (`Unpin`), so it is polled in place, and dropped inside the
+/// poll that finishes it. A request abandoned mid-flight (actix drops it when the client goes
+/// away) is dropped inside the span, as `Instrumented` does: the span then ends when the
+/// request was given up, not at its last poll, and after the child spans the drop ends.
 struct InSpan<'a, F> {
     span: &'a Span,
-    future: F,
+    /// `None` once it has finished (and been dropped).
+    future: Option<F>,
+}
+
+impl<'a, F> InSpan<'a, F> {
+    fn new(span: &'a Span, future: F) -> Self {
+        Self {
+            span,
+            future: Some(future),
+        }
+    }
 }
 
 impl<F: Future + Unpin> Future for InSpan<'_, F> {
@@ -134,7 +139,23 @@ impl<F: Future + Unpin> Future for InSpan<'_, F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         let _entered = this.span.enter();
-        Pin::new(&mut this.future).poll(cx)
+        let Some(future) = this.future.as_mut() else {
+            panic!("InSpan polled after it finished");
+        };
+        let output = Pin::new(future).poll(cx);
+        if output.is_ready() {
+            this.future = None;
+        }
+        output
+    }
+}
+
+impl<F> Drop for InSpan<'_, F> {
+    fn drop(&mut self) {
+        if let Some(future) = self.future.take() {
+            let _entered = self.span.enter();
+            drop(future);
+        }
     }
 }
 
@@ -338,6 +359,104 @@ mod tests {
             let info = req.connection_info().clone();
             let (scheme, host) = scheme_and_host(&req);
             assert_eq!((&*scheme, &*host), (info.scheme(), info.host()), "case {i}");
+        }
+    }
+
+    /// A future that never finishes and opens a span when it is dropped.
+    struct Abandoned;
+
+    impl Future for Abandoned {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut task::Context<'_>) -> Poll<()> {
+            Poll::Pending
+        }
+    }
+
+    impl Drop for Abandoned {
+        fn drop(&mut self) {
+            let _ = tracing::info_span!("dropped").entered();
+        }
+    }
+
+    /// A future that finishes at once and opens a span when it is dropped.
+    struct Finished;
+
+    impl Future for Finished {
+        type Output = ();
+        fn poll(self: Pin<&mut Self>, _: &mut task::Context<'_>) -> Poll<()> {
+            Poll::Ready(())
+        }
+    }
+
+    impl Drop for Finished {
+        fn drop(&mut self) {
+            let _ = tracing::info_span!("dropped").entered();
+        }
+    }
+
+    #[derive(Debug, Clone, Default)]
+    struct Collected(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Collected {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// Polls `future` in a server span once, then drops it; returns (server, dropped) spans.
+    fn run<F: Future<Output = ()> + Unpin>(
+        future: F,
+    ) -> (
+        opentelemetry_sdk::trace::SpanData,
+        opentelemetry_sdk::trace::SpanData,
+    ) {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let collected = Collected::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(collected.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry().with(otlp_tracing::SpansOnly(
+            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let server = tracing::info_span!(parent: None, "HTTP request");
+            let mut in_span = std::pin::pin!(InSpan::new(&server, future));
+            let waker = futures_util::task::noop_waker();
+            let _ = in_span
+                .as_mut()
+                .poll(&mut task::Context::from_waker(&waker));
+        });
+        provider.force_flush().unwrap();
+        let spans = collected.0.lock().unwrap().clone();
+        let find = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
+        };
+        (find("HTTP request"), find("dropped"))
+    }
+
+    #[test]
+    fn a_finished_or_abandoned_handler_is_dropped_inside_the_server_span() {
+        for (what, (server, dropped)) in
+            [("finished", run(Finished)), ("abandoned", run(Abandoned))]
+        {
+            assert_eq!(
+                dropped.parent_span_id,
+                server.span_context.span_id(),
+                "{what}: the drop's span is the server span's child"
+            );
+            assert!(
+                server.end_time >= dropped.end_time,
+                "{what}: the server span ends after what its drop did"
+            );
         }
     }
 }
