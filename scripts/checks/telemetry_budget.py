@@ -10,6 +10,8 @@ keep-alive connection, differenced. Measured:
   local receiver, the metric with its exemplar, the JSON access line, span labels, heap sampling)
   minus SAMPLE_APP_TELEMETRY=off. The access lines of the measured run are checked too (one per
   request, each with trace_id and span_id), so a cheaper build that lost its signals fails.
+- the same with every request carrying a caller's sampled traceparent (continuing its trace);
+  each access line must carry the caller's trace id.
 - load-gen: its client span, exported, minus no client span (a traceparent only).
 
     scripts/checks/telemetry_budget.py [--budget-file FILE] [--sample-app BIN] [--load-gen BIN]
@@ -61,14 +63,16 @@ def read_budget(path: Path) -> dict:
     return {
         "requests": tuple(requests),
         "sample-app": number("sample-app", "telemetry", int, 1, 10_000_000),
+        "sample-app traced": number("sample-app", "continuing_a_trace", int, 1, 10_000_000),
         "sample-app margin": number("sample-app", "margin", float, 0.0, 0.5),
         "load-gen": number("load-gen", "client_span", int, 1, 10_000_000),
         "load-gen margin": number("load-gen", "margin", float, 0.0, 0.5),
     }
 
 
-def check_access_lines(log: Path, expected: int) -> list[str]:
-    """One access line per request, each with the ids of its span."""
+def check_access_lines(log: Path, expected: int, trace_id: str | None = None) -> list[str]:
+    """One access line per request, each with the ids of its span (and `trace_id`, when the
+    requests continued that trace)."""
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("target") == "access"]
     problems = []
@@ -77,6 +81,12 @@ def check_access_lines(log: Path, expected: int) -> list[str]:
     missing = [line for line in access if len(line.get("trace_id", "")) != 32 or len(line.get("span_id", "")) != 16]
     if missing:
         problems.append(f"{len(missing)} access lines have no trace_id/span_id, e.g. {missing[0]}")
+    if trace_id is not None:
+        # The POST that creates the order sends no traceparent; every GET continues the trace.
+        other = [line for line in access[1:] if line.get("trace_id") != trace_id]
+        if other:
+            problems.append(f"{len(other)} access lines did not continue the caller's trace {trace_id}, "
+                            f"e.g. {other[0]}")
     return problems
 
 
@@ -106,18 +116,33 @@ def run(args) -> int:
         def all_signals(n: int, out_file: Path) -> int:
             return callgrind_cost.sample_app_run(args.sample_app, configs["all signals"], n, out_file, stdout=logs[n])
 
+        traced_config = "caller sends traceparent"
+        caller = callgrind_cost.CONFIG_HEADERS[traced_config]
+        traced_logs = {n: work / f"sample-app.traced.{n}.log" for n in requests}
+
+        def traced(n: int, out_file: Path) -> int:
+            return callgrind_cost.sample_app_run(args.sample_app, configs[traced_config], n, out_file,
+                                                 stdout=traced_logs[n], headers=caller)
+
         off = callgrind_cost.measure("off", lambda n, f: callgrind_cost.sample_app_run(
             args.sample_app, configs["off"], n, f), requests, work)
         full = callgrind_cost.measure("all signals", all_signals, requests, work)
+        continued = callgrind_cost.measure(traced_config, traced, requests, work)
+        caller_trace_id = caller["traceparent"].split("-")[1]
         for n in requests:
             failures += check_access_lines(logs[n], n + 1)  # + the POST that creates the order
+            failures += check_access_lines(traced_logs[n], n + 1, caller_trace_id)
         telemetry = full.per_request - off.per_request
         print(f"sample-app GET {callgrind_cost.ENDPOINT}: off {off.per_request:,.0f}, all signals "
               f"{full.per_request:,.0f} instructions per request; telemetry {telemetry / off.per_request:.2f}x "
               f"the uninstrumented request")
-        failure = verdict("sample-app telemetry", telemetry, budget["sample-app"], budget["sample-app margin"],
-                          args.budget_file, "[sample-app] telemetry", "scripts/bench_sample_app.py --callgrind")
-        failures += [failure] if failure else []
+        for what, measured, key, name in (
+                ("sample-app telemetry", telemetry, "sample-app", "telemetry"),
+                ("sample-app telemetry, the caller sends a traceparent", continued.per_request - off.per_request,
+                 "sample-app traced", "continuing_a_trace")):
+            failure = verdict(what, measured, budget[key], budget["sample-app margin"], args.budget_file,
+                              f"[sample-app] {name}", "scripts/bench_sample_app.py --callgrind")
+            failures += [failure] if failure else []
 
         if not args.skip_load_gen:
             target_port = callgrind_cost.free_port()
@@ -150,7 +175,8 @@ def self_test(args) -> int:
     missed = []
     with tempfile.TemporaryDirectory() as tmp:
         cases = [
-            ("a too-low budget", "[measurement]\nrequests = [20, 120]\n[sample-app]\ntelemetry = 1\nmargin = 0.05\n"
+            ("a too-low budget", "[measurement]\nrequests = [20, 120]\n[sample-app]\ntelemetry = 1\ncontinuing_a_trace = 1\n"
+             "margin = 0.05\n"
              "[load-gen]\nclient_span = 1\nmargin = 0.05\n", "OVER BUDGET"),
             ("a malformed budget", "[measurement]\nrequests = [20, 120]\n[sample-app]\ntelemetry = \"cheap\"\n",
              "[sample-app] telemetry must be"),
