@@ -115,9 +115,10 @@ pub async fn observe_request(
 /// more to drop the finished future (tracing 0.1.44 src/instrument.rs:274-286): each enter and
 /// exit runs every layer's callbacks, and the OpenTelemetry layer reads the clock on each exit.
 /// The handler's future is boxed (`Unpin`), so it is polled in place, and dropped inside the
-/// poll that finishes it. A request abandoned mid-flight (actix drops it when the client goes
-/// away) is dropped inside the span, as `Instrumented` does: the span then ends when the
-/// request was given up, not at its last poll, and after the child spans the drop ends.
+/// poll that finishes it. A request whose future is dropped mid-flight (when actix gives up on
+/// it, e.g. at a shutdown timeout; a client closing its connection did not, measured) is
+/// dropped inside the span, as `Instrumented` does: the span then ends when the request was
+/// given up, not at its last poll, and after the child spans the drop ends.
 struct InSpan<'a, F> {
     span: &'a Span,
     /// `None` once it has finished (and been dropped).
