@@ -259,71 +259,45 @@ fn put_array(out: &mut Vec<u8>, array: &Array) {
 
 /// `KeyValue { string key = 1; AnyValue value = 2 }`; the value is always present.
 ///
-/// A scalar or string value (every attribute the services set) has lengths known before a byte
-/// is written, so its key-value is written front to back with exact prefixes: no reserved
-/// bytes to fill in afterwards, and the buffer grows at most once. Arrays take the general path.
+/// A scalar or string value (every attribute the services set) has its length known before a
+/// byte is written, so its key-value is written front to back with exact prefixes: no reserved
+/// bytes to fill in afterwards. Arrays take the general path.
 fn put_key_value(out: &mut Vec<u8>, field: u32, kv: &KeyValue) {
-    let key = kv.key.as_str().as_bytes();
-    // The AnyValue's one field: (tag, scalar bytes or the string's length, the string).
-    let mut scalar = [0u8; 10];
-    let (tag, head, tail): (u8, &[u8], &[u8]) = match &kv.value {
-        Value::Bool(b) => {
-            scalar[0] = u8::from(*b);
-            (2 << 3 | VARINT as u8, &scalar[..1], &[])
-        }
-        Value::I64(i) => {
-            let n = write_varint(&mut scalar, *i as u64);
-            (3 << 3 | VARINT as u8, &scalar[..n], &[])
-        }
-        Value::F64(f) => {
-            scalar[..8].copy_from_slice(&f.to_le_bytes());
-            (4 << 3 | FIXED64 as u8, &scalar[..8], &[])
-        }
-        Value::String(s) => {
-            let text = s.as_str().as_bytes();
-            let n = write_varint(&mut scalar, text.len() as u64);
-            (1 << 3 | LEN as u8, &scalar[..n], text)
-        }
-        _ => {
-            put_nested(out, field, SMALL, |out| {
-                put_str(out, 1, kv.key.as_str());
-                put_nested(out, 2, SMALL, |out| put_any_value(out, &kv.value));
-            });
-            return;
-        }
+    let key = kv.key.as_str();
+    let Some(any_value) = scalar_any_value_len(&kv.value) else {
+        put_nested(out, field, SMALL, |out| {
+            put_str(out, 1, key);
+            put_nested(out, 2, SMALL, |out| put_any_value(out, &kv.value));
+        });
+        return;
     };
-    let any_value = 1 + head.len() + tail.len();
     let key_field = if key.is_empty() {
         0
     } else {
         1 + varint_len(key.len() as u64) + key.len()
     };
     let body = key_field + 1 + varint_len(any_value as u64) + any_value;
-    out.reserve(varint_len(u64::from(field)) + varint_len(body as u64) + body + 1);
     put_tag(out, field, LEN);
     put_varint(out, body as u64);
-    if !key.is_empty() {
-        put_tag(out, 1, LEN);
-        put_varint(out, key.len() as u64);
-        out.extend_from_slice(key);
-    }
+    put_str(out, 1, key);
     put_tag(out, 2, LEN);
     put_varint(out, any_value as u64);
-    out.push(tag);
-    out.extend_from_slice(head);
-    out.extend_from_slice(tail);
+    put_any_value(out, &kv.value);
 }
 
-/// `value` as a varint at the start of `buf`; returns its length.
-fn write_varint(buf: &mut [u8; 10], mut value: u64) -> usize {
-    let mut n = 0;
-    while value >= 0x80 {
-        buf[n] = value as u8 | 0x80;
-        value >>= 7;
-        n += 1;
+/// What [`put_any_value`] writes for a scalar or a string, in bytes; `None` for an array (or a
+/// kind this encoder does not know), whose length is only known once written.
+fn scalar_any_value_len(value: &Value) -> Option<usize> {
+    match value {
+        Value::Bool(_) => Some(2),
+        Value::I64(i) => Some(1 + varint_len(*i as u64)),
+        Value::F64(_) => Some(1 + 8),
+        Value::String(s) => {
+            let len = s.as_str().len();
+            Some(1 + varint_len(len as u64) + len)
+        }
+        _ => None,
     }
-    buf[n] = value as u8;
-    n + 1
 }
 
 fn put_attributes(out: &mut Vec<u8>, field: u32, attributes: &[KeyValue]) {
