@@ -73,13 +73,7 @@ pub fn is_well_formed_traceparent(value: &str) -> bool {
 /// one that is not well formed or names the all-zero ids, which the W3C spec says to ignore:
 /// the request is served and starts a new trace.
 pub fn extract(headers: &ActixHeaders) -> Option<Context> {
-    let mut lines = headers.get_all(TRACEPARENT_HEADER);
-    let value = lines.next()?.to_str().ok()?;
-    // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), never a valid one.
-    if lines.next().is_some() || !is_well_formed_traceparent(value) {
-        return None;
-    }
-    let bytes = value.as_bytes();
+    let bytes = well_formed_traceparent(headers)?.as_bytes();
     let trace_id = TraceId::from_bytes(hex_array(&bytes[3..35]));
     let span_id = SpanId::from_bytes(hex_array(&bytes[36..52]));
     // Flags other than `sampled` are not passed on (W3C Trace Context, "other flags").
@@ -91,6 +85,14 @@ pub fn extract(headers: &ActixHeaders) -> Option<Context> {
     caller
         .is_valid()
         .then(|| Context::new().with_remote_span_context(caller))
+}
+
+/// The request's `traceparent` when there is exactly one and it is well formed. Two lines are
+/// one comma-joined value (RFC 9110 §5.3), never a valid one.
+fn well_formed_traceparent(headers: &ActixHeaders) -> Option<&str> {
+    let mut lines = headers.get_all(TRACEPARENT_HEADER);
+    let value = lines.next()?.to_str().ok()?;
+    (lines.next().is_none() && is_well_formed_traceparent(value)).then_some(value)
 }
 
 /// `2 * N` lowercase hex digits (already checked by [`is_well_formed_traceparent`]) as bytes.
@@ -121,12 +123,12 @@ mod tests {
 
     use super::{
         ActixHeaders, TRACEPARENT, TRACEPARENT_HEADER, TRACESTATE, combined_tracestate, extract,
-        is_well_formed_traceparent as ok,
+        is_well_formed_traceparent as ok, well_formed_traceparent,
     };
 
     /// The headers as an OpenTelemetry `Extractor`, so the SDK's own propagator can say what
-    /// [`extract`] must return: the `traceparent` only when well formed and alone (see the
-    /// module docs), every `tracestate` line joined.
+    /// [`extract`] must return from the same `traceparent` (only when well formed and alone:
+    /// see the module docs), every `tracestate` line joined.
     struct ActixExtractor<'a> {
         headers: &'a ActixHeaders,
         /// Every `tracestate` line, joined (see the module docs).
@@ -145,13 +147,7 @@ mod tests {
     impl Extractor for ActixExtractor<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             match key {
-                TRACEPARENT => {
-                    // Two `traceparent` lines are one comma-joined value (RFC 9110 §5.3), which is
-                    // never a valid traceparent.
-                    let mut values = self.headers.get_all(TRACEPARENT_HEADER);
-                    let value = values.next()?.to_str().ok()?;
-                    (values.next().is_none() && ok(value)).then_some(value)
-                }
+                TRACEPARENT => well_formed_traceparent(self.headers),
                 TRACESTATE => self.tracestate.as_deref(),
                 _ => self.headers.get(key).and_then(|v| v.to_str().ok()),
             }
