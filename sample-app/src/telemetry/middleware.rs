@@ -363,33 +363,23 @@ mod tests {
         }
     }
 
-    /// A future that never finishes and opens a span when it is dropped.
-    struct Abandoned;
+    /// A handler's future that finishes at once or never, and opens a span when dropped.
+    struct Handler {
+        finishes: bool,
+    }
 
-    impl Future for Abandoned {
+    impl Future for Handler {
         type Output = ();
         fn poll(self: Pin<&mut Self>, _: &mut task::Context<'_>) -> Poll<()> {
-            Poll::Pending
+            if self.finishes {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
         }
     }
 
-    impl Drop for Abandoned {
-        fn drop(&mut self) {
-            let _ = tracing::info_span!("dropped").entered();
-        }
-    }
-
-    /// A future that finishes at once and opens a span when it is dropped.
-    struct Finished;
-
-    impl Future for Finished {
-        type Output = ();
-        fn poll(self: Pin<&mut Self>, _: &mut task::Context<'_>) -> Poll<()> {
-            Poll::Ready(())
-        }
-    }
-
-    impl Drop for Finished {
+    impl Drop for Handler {
         fn drop(&mut self) {
             let _ = tracing::info_span!("dropped").entered();
         }
@@ -446,9 +436,10 @@ mod tests {
 
     #[test]
     fn a_finished_or_abandoned_handler_is_dropped_inside_the_server_span() {
-        for (what, (server, dropped)) in
-            [("finished", run(Finished)), ("abandoned", run(Abandoned))]
-        {
+        for (what, (server, dropped)) in [
+            ("finished", run(Handler { finishes: true })),
+            ("abandoned", run(Handler { finishes: false })),
+        ] {
             assert_eq!(
                 dropped.parent_span_id,
                 server.span_context.span_id(),
