@@ -264,7 +264,7 @@ def sample_app_configs(otlp_endpoint: str) -> dict[str, dict[str, str]]:
 
 # Request headers of a configuration (none unless named here). A caller that is itself traced
 # (load-gen, another service) sends its context, and the server span continues that trace: the
-# propagator runs only then. Every request continues the same sampled parent.
+# caller's context is extracted only then. Every request continues the same sampled parent.
 CONFIG_HEADERS = {
     "caller sends traceparent": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 }

@@ -111,23 +111,21 @@ def run(args) -> int:
     failures: list[str] = []
     with callgrind_cost.OtlpReceiver() as receiver:
         configs = callgrind_cost.sample_app_configs(receiver.endpoint)
-        logs = {n: work / f"sample-app.all.{n}.log" for n in requests}
-
-        def all_signals(n: int, out_file: Path) -> int:
-            return callgrind_cost.sample_app_run(args.sample_app, configs["all signals"], n, out_file, stdout=logs[n])
-
         traced_config = "caller sends traceparent"
         caller = callgrind_cost.CONFIG_HEADERS[traced_config]
+        logs = {n: work / f"sample-app.all.{n}.log" for n in requests}
         traced_logs = {n: work / f"sample-app.traced.{n}.log" for n in requests}
 
-        def traced(n: int, out_file: Path) -> int:
-            return callgrind_cost.sample_app_run(args.sample_app, configs[traced_config], n, out_file,
-                                                 stdout=traced_logs[n], headers=caller)
+        def logged(config: str, logs: dict[int, Path]):
+            """A run of `config` whose logs are kept, with the configuration's request headers."""
+            return lambda n, out_file: callgrind_cost.sample_app_run(
+                args.sample_app, configs[config], n, out_file, stdout=logs[n],
+                headers=callgrind_cost.CONFIG_HEADERS.get(config))
 
         off = callgrind_cost.measure("off", lambda n, f: callgrind_cost.sample_app_run(
             args.sample_app, configs["off"], n, f), requests, work)
-        full = callgrind_cost.measure("all signals", all_signals, requests, work)
-        continued = callgrind_cost.measure(traced_config, traced, requests, work)
+        full = callgrind_cost.measure("all signals", logged("all signals", logs), requests, work)
+        continued = callgrind_cost.measure(traced_config, logged(traced_config, traced_logs), requests, work)
         caller_trace_id = caller["traceparent"].split("-")[1]
         for n in requests:
             failures += check_access_lines(logs[n], n + 1)  # + the POST that creates the order

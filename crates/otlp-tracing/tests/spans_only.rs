@@ -30,7 +30,8 @@ fn provider(collected: &Collected) -> SdkTracerProvider {
         .build()
 }
 
-/// One request-like span with two events inside and one outside; returns the span's trace id as `OpenTelemetrySpanExt` reported it.
+/// One request-like span with two events inside and one outside; returns the span's trace id
+/// as `OpenTelemetrySpanExt` reported it.
 fn traffic() -> opentelemetry::trace::TraceId {
     let span = tracing::info_span!("HTTP request", otel.kind = "server");
     let trace_id = span.context().span().span_context().trace_id();
