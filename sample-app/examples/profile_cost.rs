@@ -75,7 +75,7 @@ fn time_per_iteration(mut iteration: impl FnMut()) -> Duration {
 
 /// One request's span work under a subscriber like the service's, with or without labels.
 fn one_request_span(provider: &SdkTracerProvider, labels: bool) -> Duration {
-    let otel = otlp_tracing::SpansOnly(
+    let otel = otlp_tracing::SpansOnly::new(
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("profile_cost"))
             .with_location(false)

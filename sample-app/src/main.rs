@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         Ok(guard) => guard,
         Err(e) => return fail("could not start telemetry", &e),
     };
-    let app = match Application::build(&settings, telemetry.profiler()) {
+    let app = match Application::build(&settings, telemetry.for_app()) {
         Ok(app) => app,
         Err(e) => return fail("could not start the service", &e),
     };

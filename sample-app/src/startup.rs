@@ -28,10 +28,19 @@ use crate::{
     state::{AppState, Downstream, MAX_CONCURRENT_BURSTS, MAX_CONCURRENT_FAULT_BURNS, OrderBook},
     telemetry::{
         metrics::AppMetrics,
-        middleware::{RouteTemplate, observe_request},
+        middleware::{RouteTemplate, ServerTracer, observe_request},
         profiles::Profiler,
     },
 };
+
+/// What running telemetry lends the app: the profiler behind `/debug/pprof`, and the tracer the
+/// middleware makes server spans with. Both `None` without telemetry (and in tests of the app
+/// alone).
+#[derive(Clone, Default)]
+pub struct AppTelemetry {
+    pub profiler: Option<Profiler>,
+    pub tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+}
 
 pub struct Application {
     server: Server,
@@ -42,7 +51,8 @@ pub struct Application {
 impl Application {
     /// Binds the listener (port 0 picks a free one) and prepares the server; nothing is served
     /// until [`Application::run_until_stopped`].
-    pub fn build(settings: &Settings, profiler: Option<Profiler>) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, telemetry: AppTelemetry) -> anyhow::Result<Self> {
+        let AppTelemetry { profiler, tracer } = telemetry;
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("while binding {} (SAMPLE_APP_LISTEN)", settings.listen))?;
         let address = listener
@@ -96,10 +106,16 @@ impl Application {
         let app_metrics = metrics.clone();
         let app = move |parts: Parts| {
             let (state, metrics) = (state.clone(), web::Data::new(app_metrics.clone()));
+            let tracer = tracer.clone().map(ServerTracer);
             move || {
                 App::new()
                     .app_data(state.clone())
                     .app_data(metrics.clone())
+                    .configure(|cfg| {
+                        if let Some(tracer) = &tracer {
+                            cfg.app_data(tracer.clone());
+                        }
+                    })
                     .app_data(extractors::query_config())
                     .app_data(extractors::path_config())
                     .wrap(Condition::new(observe, from_fn(observe_request)))

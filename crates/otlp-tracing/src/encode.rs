@@ -22,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::{
     Array, InstrumentationScope, KeyValue, Value,
-    trace::{SpanKind, Status},
+    trace::{SpanKind, Status, TraceState},
 };
 use opentelemetry_sdk::{
     Resource,
@@ -193,6 +193,14 @@ fn put_str(out: &mut Vec<u8>, field: u32, value: &str) {
     put_bytes(out, field, value.as_bytes());
 }
 
+/// A span's or link's W3C `tracestate`, omitted when empty. Almost every span has none: it is
+/// told without building the header (`TraceState::header` allocates even for an empty state).
+fn put_trace_state(out: &mut Vec<u8>, field: u32, state: &TraceState) {
+    if state.into_iter().len() != 0 {
+        put_str(out, field, &state.header());
+    }
+}
+
 fn put_uint(out: &mut Vec<u8>, field: u32, value: u64) {
     if value != 0 {
         put_tag(out, field, VARINT);
@@ -332,7 +340,7 @@ fn put_links(out: &mut Vec<u8>, links: &SpanLinks) {
         put_nested(out, 13, SMALL, |out| {
             put_bytes(out, 1, &context.trace_id().to_bytes());
             put_bytes(out, 2, &context.span_id().to_bytes());
-            put_str(out, 3, &context.trace_state().header());
+            put_trace_state(out, 3, context.trace_state());
             put_attributes(out, 4, &link.attributes);
             put_uint(out, 5, u64::from(link.dropped_attributes_count));
             put_fixed32(
@@ -349,7 +357,7 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     let context = &span.span_context;
     put_bytes(out, 1, &context.trace_id().to_bytes());
     put_bytes(out, 2, &context.span_id().to_bytes());
-    put_str(out, 3, &context.trace_state().header());
+    put_trace_state(out, 3, context.trace_state());
     if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
         put_bytes(out, 4, &span.parent_span_id.to_bytes());
     }

@@ -168,12 +168,15 @@ pub fn span_bytes(span: &SpanData) -> usize {
         Status::Error { description } => description.len(),
         _ => 0,
     };
-    // A trace state holds at most 32 members of a 256-byte key and value each.
+    // A trace state holds at most 32 members of a 256-byte key and value each. Its header's
+    // length, counted without building it (`header` allocates, even for the usual empty state).
     let trace_state = span
         .span_context
         .trace_state()
-        .header_delimited("=", ",")
-        .len();
+        .into_iter()
+        .map(|(key, value)| key.len() + value.len() + 2)
+        .sum::<usize>()
+        .saturating_sub(1);
     SPAN + span.name.len()
         + status
         + trace_state
@@ -457,6 +460,28 @@ mod tests {
             links: SpanLinks::default(),
             status: Status::error("x".repeat(5000)),
             instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_trace_state_counts_as_long_as_its_header() {
+        let plain = span(Vec::new());
+        for state in ["", "a=1", "vendor=x,other=yz", "k=v,k2=v2,k3=v3"] {
+            let mut data = span(Vec::new());
+            let trace_state: TraceState = state.parse().unwrap();
+            assert_eq!(trace_state.header(), state);
+            data.span_context = SpanContext::new(
+                TraceId::from(1),
+                SpanId::from(1),
+                TraceFlags::SAMPLED,
+                false,
+                trace_state,
+            );
+            assert_eq!(
+                span_bytes(&data),
+                span_bytes(&plain) + state.len(),
+                "{state:?}"
+            );
         }
     }
 

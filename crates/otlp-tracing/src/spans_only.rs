@@ -17,6 +17,12 @@
 //! and drops `on_event`. The interest in a callsite stays what the global filter says
 //! (`always` or `never` for `RUST_LOG` directives without span or field filters), so an event
 //! costs no `enabled` pass at all. What the OpenTelemetry layer exports is unchanged.
+//!
+//! [`SpansOnly::except_target`] also keeps the spans of one target away from it: a program
+//! that makes some OpenTelemetry spans itself (the sample service's server span) keeps a
+//! `tracing` span beside each for its logs and profiles, and that span must not become a
+//! second OpenTelemetry span. Only `on_new_span` is withheld: the layer keeps nothing for a
+//! span it has not seen, and its other callbacks find nothing to do for it.
 
 use std::any::TypeId;
 
@@ -25,7 +31,27 @@ use tracing_subscriber::{Layer, filter::LevelFilter, layer::Context, registry::L
 
 /// `layer` with every span callback and no events (see the module documentation).
 #[derive(Debug, Clone, Copy)]
-pub struct SpansOnly<L>(pub L);
+pub struct SpansOnly<L> {
+    layer: L,
+    except_target: Option<&'static str>,
+}
+
+impl<L> SpansOnly<L> {
+    pub fn new(layer: L) -> Self {
+        Self {
+            layer,
+            except_target: None,
+        }
+    }
+
+    /// Spans whose target is `target` are not shown to the layer (see the module docs).
+    pub fn except_target(self, target: &'static str) -> Self {
+        Self {
+            except_target: Some(target),
+            ..self
+        }
+    }
+}
 
 impl<S, L> Layer<S> for SpansOnly<L>
 where
@@ -33,11 +59,11 @@ where
     L: Layer<S>,
 {
     fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
-        self.0.on_register_dispatch(subscriber);
+        self.layer.on_register_dispatch(subscriber);
     }
 
     fn on_layer(&mut self, subscriber: &mut S) {
-        self.0.on_layer(subscriber);
+        self.layer.on_layer(subscriber);
     }
 
     fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
@@ -45,46 +71,48 @@ where
             // Whether an event is recorded is the other layers' business.
             Interest::always()
         } else {
-            self.0.register_callsite(metadata)
+            self.layer.register_callsite(metadata)
         }
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        metadata.is_event() || self.0.enabled(metadata, ctx)
+        metadata.is_event() || self.layer.enabled(metadata, ctx)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
-        self.0.max_level_hint()
+        self.layer.max_level_hint()
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        self.0.on_new_span(attrs, id, ctx);
+        if self.except_target != Some(attrs.metadata().target()) {
+            self.layer.on_new_span(attrs, id, ctx);
+        }
     }
 
     fn on_record(&self, span: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {
-        self.0.on_record(span, values, ctx);
+        self.layer.on_record(span, values, ctx);
     }
 
     fn on_follows_from(&self, span: &span::Id, follows: &span::Id, ctx: Context<'_, S>) {
-        self.0.on_follows_from(span, follows, ctx);
+        self.layer.on_follows_from(span, follows, ctx);
     }
 
     fn on_event(&self, _event: &Event<'_>, _ctx: Context<'_, S>) {}
 
     fn on_enter(&self, id: &span::Id, ctx: Context<'_, S>) {
-        self.0.on_enter(id, ctx);
+        self.layer.on_enter(id, ctx);
     }
 
     fn on_exit(&self, id: &span::Id, ctx: Context<'_, S>) {
-        self.0.on_exit(id, ctx);
+        self.layer.on_exit(id, ctx);
     }
 
     fn on_close(&self, id: span::Id, ctx: Context<'_, S>) {
-        self.0.on_close(id, ctx);
+        self.layer.on_close(id, ctx);
     }
 
     fn on_id_change(&self, old: &span::Id, new: &span::Id, ctx: Context<'_, S>) {
-        self.0.on_id_change(old, new, ctx);
+        self.layer.on_id_change(old, new, ctx);
     }
 
     // The OpenTelemetry layer answers `downcast_raw` for its `WithContext`, which is how
@@ -96,9 +124,9 @@ where
             Some(self as *const Self as *const ())
         } else {
             // SAFETY: the inner layer's answer is a pointer to a value of the type `id` names,
-            // valid as long as `self.0` is, which is as long as `self` is: exactly the contract
+            // valid as long as `self.layer` is, which is as long as `self` is: exactly the contract
             // `downcast_raw` asks of us, passed through unchanged.
-            unsafe { self.0.downcast_raw(id) }
+            unsafe { self.layer.downcast_raw(id) }
         }
     }
 }

@@ -48,7 +48,7 @@ fn traffic() -> opentelemetry::trace::TraceId {
 fn spans_are_exported_without_events_and_span_ext_still_finds_the_layer() {
     let collected = Collected::default();
     let provider = provider(&collected);
-    let subscriber = tracing_subscriber::registry().with(SpansOnly(
+    let subscriber = tracing_subscriber::registry().with(SpansOnly::new(
         tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
     ));
     let trace_id = tracing::subscriber::with_default(subscriber, traffic);
@@ -75,4 +75,29 @@ fn the_unwrapped_layer_would_record_the_events_so_the_test_above_can_fail() {
     provider.force_flush().unwrap();
     let spans = collected.0.lock().unwrap();
     assert_eq!(spans[0].events.len(), 2);
+}
+
+#[test]
+fn spans_of_the_excepted_target_are_not_made_and_their_children_still_are() {
+    let collected = Collected::default();
+    let provider = provider(&collected);
+    let subscriber = tracing_subscriber::registry().with(
+        SpansOnly::new(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .except_target("request"),
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        let request = tracing::info_span!(target: "request", "HTTP request");
+        assert!(
+            !request.context().span().span_context().is_valid(),
+            "no OpenTelemetry span for the excepted target"
+        );
+        request.in_scope(|| {
+            tracing::info_span!("child").in_scope(|| tracing::info!("inside"));
+        });
+        request.record("anything", 1);
+    });
+    provider.force_flush().unwrap();
+    let spans = collected.0.lock().unwrap();
+    let names: Vec<_> = spans.iter().map(|s| s.name.as_ref()).collect();
+    assert_eq!(names, ["child"], "{spans:#?}");
 }

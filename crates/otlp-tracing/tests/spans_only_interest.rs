@@ -72,7 +72,7 @@ fn events_keep_their_cached_interest_where_a_per_layer_filter_asks_every_time() 
     let wrapped = tracing::Dispatch::new(
         tracing_subscriber::registry()
             .with(counter.clone())
-            .with(SpansOnly(otel())),
+            .with(SpansOnly::new(otel())),
     );
     let spans_only = enabled_calls(wrapped, &counter);
 

@@ -20,7 +20,7 @@ pub(crate) fn spawn_sample_app() -> String {
         |_| None,
     )
     .unwrap();
-    let app = Application::build(&settings, None).unwrap();
+    let app = Application::build(&settings, Default::default()).unwrap();
     let url = format!("http://{}", app.address());
     actix_web::rt::spawn(app.run_until_stopped());
     url

@@ -1,11 +1,12 @@
 //! Applies the fault plan to one request. Runs inside the telemetry middleware, so injected
 //! latency, errors and CPU burn are measured, traced and logged exactly like real ones; the
-//! server span gets a `fault.injected` attribute naming what was done to it.
+//! server span gets a `fault.injected` attribute naming what was done to it (handed to the
+//! middleware as the request's [`InjectedFaults`]).
 
 use std::time::Duration;
 
 use actix_web::{
-    Error, ResponseError,
+    Error, HttpMessage, ResponseError,
     body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::StatusCode,
@@ -20,7 +21,7 @@ use crate::{
     error::ApiError,
     routes::demo::spin_for,
     state::{AppState, MAX_CONCURRENT_FAULT_BURNS},
-    telemetry::middleware::RouteTemplate,
+    telemetry::middleware::{InjectedFaults, RouteTemplate},
 };
 
 /// What a downstream fault does to one call.
@@ -146,7 +147,10 @@ pub async fn apply_faults(
     if error_status.is_some() {
         injected.push(FaultKind::Error.as_str());
     }
-    tracing::Span::current().record("fault.injected", injected.join(","));
+    if !injected.is_empty() {
+        req.extensions_mut()
+            .insert(InjectedFaults(injected.join(",")));
+    }
 
     let Some(status) = error_status else {
         return next

@@ -9,17 +9,21 @@ use std::{sync::Arc, thread::JoinHandle, time::Duration};
 
 use anyhow::Context;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use opentelemetry_sdk::{
+    propagation::TraceContextPropagator,
+    trace::{SdkTracer, SdkTracerProvider},
+};
 use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
 
 use super::{
     BackendHealth,
     logs::JsonLogLayer,
+    middleware::REQUEST_SPAN_TARGET,
     profiles::{Profiler, ProfilerSettings},
     pyroscope::{QUEUE_LENGTH, Uploader},
     span_profiles::SpanProfileLayer,
 };
-use crate::settings::Settings;
+use crate::{settings::Settings, startup::AppTelemetry};
 
 /// The filter when `RUST_LOG` is unset: our events at info; the exporters' own chatter off
 /// (an unreachable backend is reported once by [`BackendHealth`] instead).
@@ -31,6 +35,9 @@ pub fn default_log_filter() -> &'static str {
 /// Keeps the telemetry pipelines alive; call [`TelemetryGuard::shutdown`] before exit.
 pub struct TelemetryGuard {
     tracer_provider: Option<SdkTracerProvider>,
+    /// The tracer of the sample service's own spans (the middleware's server spans, and
+    /// through the OpenTelemetry layer the `tracing` spans of handlers).
+    tracer: Option<SdkTracer>,
     profiler: Option<(Profiler, JoinHandle<()>)>,
     uploader: Option<tokio::task::JoinHandle<()>>,
 }
@@ -58,15 +65,21 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     // activating it on every poll built the span's context and attached it twice per request.
     // SpansOnly keeps events out without a per-layer filter, which would cost every request
     // an `enabled` pass per event and a span lookup per enter and exit (see its docs).
-    let otel_layer = tracer_provider.as_ref().map(|p| {
-        otlp_tracing::SpansOnly(
+    // The server span is made by the middleware itself (`middleware::ServerSpan`): its
+    // `tracing` side is not shown to the layer.
+    let tracer = tracer_provider
+        .as_ref()
+        .map(|p| p.tracer(env!("CARGO_PKG_NAME")));
+    let otel_layer = tracer.clone().map(|tracer| {
+        otlp_tracing::SpansOnly::new(
             tracing_opentelemetry::layer()
-                .with_tracer(p.tracer(env!("CARGO_PKG_NAME")))
+                .with_tracer(tracer)
                 .with_location(false)
                 .with_threads(false)
                 .with_tracked_inactivity(false)
                 .with_context_activation(false),
         )
+        .except_target(REQUEST_SPAN_TARGET)
     });
     // Keeps each thread's CPU-sampler slot on the request being polled there.
     let span_profiles =
@@ -89,6 +102,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     };
     Ok(TelemetryGuard {
         tracer_provider,
+        tracer,
         profiler,
         uploader,
     })
@@ -127,6 +141,14 @@ fn start_profiling(settings: &Settings) -> anyhow::Result<Profiling> {
 }
 
 impl TelemetryGuard {
+    /// What the app borrows from running telemetry.
+    pub fn for_app(&self) -> AppTelemetry {
+        AppTelemetry {
+            profiler: self.profiler(),
+            tracer: self.tracer.clone(),
+        }
+    }
+
     /// The profiler for `/debug/pprof/profile` and `/heap`, when telemetry is on.
     pub fn profiler(&self) -> Option<Profiler> {
         self.profiler.as_ref().map(|(p, _)| p.clone())

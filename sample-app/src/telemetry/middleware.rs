@@ -21,7 +21,7 @@ use std::{
 };
 
 use actix_web::{
-    Error,
+    Error, HttpMessage,
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
     http::{StatusCode, header},
@@ -30,10 +30,10 @@ use actix_web::{
 };
 use opentelemetry::{
     Context, KeyValue,
-    trace::{Status, TraceContextExt},
+    trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _},
 };
-use tracing::{Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
+use tracing::Span;
 
 use crate::{error::ApiError, routes::templates::is_operational};
 
@@ -61,13 +61,13 @@ pub async fn observe_request(
     let sent_method = req.method().clone();
     let method = RequestMethod::of(&sent_method);
     let operational = is_operational(req.path());
-    let server = (!operational).then(|| ServerSpan::start(&req, method));
+    let mut server = (!operational).then(|| ServerSpan::start(&req, method));
 
     let active = metrics.active_requests_of(method.normalised);
     active.inc();
     let started = Instant::now();
     let result = match &server {
-        Some(server) => InSpan::new(&server.span, next.call(req)).await,
+        Some(server) => InSpan::new(&server.span, &server.context, next.call(req)).await,
         None => next.call(req).await,
     };
     let elapsed = started.elapsed();
@@ -85,8 +85,12 @@ pub async fn observe_request(
         Err(err) => (err.as_response_error().status_code(), None, None),
     };
     let code = status.as_u16();
-    if let Some(server) = &server {
-        server.finish(method, route, status, error_type);
+    if let Some(server) = &mut server {
+        let injected = result.as_ref().ok().and_then(|res| {
+            let extensions = res.request().extensions();
+            extensions.get::<InjectedFaults>().map(|f| f.0.clone())
+        });
+        server.finish(method, route, status, error_type, injected);
     }
     let exemplar = server
         .as_ref()
@@ -109,26 +113,28 @@ pub async fn observe_request(
     result
 }
 
-/// `future` polled inside `span`: what `future.instrument(span.clone())` does, without its
-/// two extra costs on every request. `Instrumented` owns a clone of the span (a registry
-/// lookup and a reference count to take, and again to give back) and enters the span once
-/// more to drop the finished future (tracing 0.1.44 src/instrument.rs:274-286): each enter and
-/// exit runs every layer's callbacks, and the OpenTelemetry layer reads the clock on each exit.
-/// The handler's future is boxed (`Unpin`), so it is polled in place, and dropped inside the
-/// poll that finishes it. A request whose future is dropped mid-flight (when actix gives up on
-/// it, e.g. at a shutdown timeout; a client closing its connection did not, measured) is
-/// dropped inside the span, as `Instrumented` does: the span then ends when the request was
-/// given up, not at its last poll, and after the child spans the drop ends.
+/// `future` polled inside the server span: the `tracing` span entered and its OpenTelemetry
+/// context attached, for every poll. Entering the span is what `future.instrument(span.clone())`
+/// does, without its two extra costs on every request: `Instrumented` owns a clone of the span
+/// (a registry lookup and a reference count to take, and again to give back) and enters the
+/// span once more to drop the finished future (tracing 0.1.44 src/instrument.rs:274-286), and
+/// each enter and exit runs every layer's callbacks. The handler's future is boxed (`Unpin`),
+/// so it is polled in place, and dropped inside the poll that finishes it. A request whose
+/// future is dropped mid-flight (when actix gives up on it, e.g. at a shutdown timeout; a
+/// client closing its connection did not, measured) is dropped inside the span, as
+/// `Instrumented` does, so the child spans the drop ends are still the server span's children.
 struct InSpan<'a, F> {
     span: &'a Span,
+    context: &'a Context,
     /// `None` once it has finished (and been dropped).
     future: Option<F>,
 }
 
 impl<'a, F> InSpan<'a, F> {
-    fn new(span: &'a Span, future: F) -> Self {
+    fn new(span: &'a Span, context: &'a Context, future: F) -> Self {
         Self {
             span,
+            context,
             future: Some(future),
         }
     }
@@ -140,6 +146,7 @@ impl<F: Future + Unpin> Future for InSpan<'_, F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         let _entered = this.span.enter();
+        let _attached = this.context.clone().attach();
         let Some(future) = this.future.as_mut() else {
             panic!("InSpan polled after it finished");
         };
@@ -155,18 +162,52 @@ impl<F> Drop for InSpan<'_, F> {
     fn drop(&mut self) {
         if let Some(future) = self.future.take() {
             let _entered = self.span.enter();
+            let _attached = self.context.clone().attach();
             drop(future);
         }
     }
 }
 
-/// A request's server span, with its OpenTelemetry context and ids read once when it starts:
-/// the exemplar, the span-profile labels and the log lines all use them.
+/// The tracer server spans are made with: app data, present when telemetry is on.
+#[derive(Clone, Debug)]
+pub struct ServerTracer(pub SdkTracer);
+
+/// The target of the server span's `tracing` side. The OpenTelemetry layer is told to leave
+/// spans of this target alone (`SpansOnly::except_target`): the middleware makes the
+/// OpenTelemetry server span itself.
+pub const REQUEST_SPAN_TARGET: &str = "request";
+
+/// The faults the fault middleware applied to a request, for the server span's
+/// `fault.injected` (a request extension; absent when none was applied).
+#[derive(Clone, Debug)]
+pub struct InjectedFaults(pub String);
+
+/// Attributes a server span can have: six from the request, `pyroscope.profile.id`, three from
+/// the response and `fault.injected`. Room for all of them from the start: the span never
+/// reallocates them.
+const SERVER_SPAN_ATTRIBUTES: usize = 11;
+
+/// A request's server span, made in two halves that share its ids:
+///
+/// - the OpenTelemetry span, built here with the SDK's tracer and ended by [`Self::finish`].
+///   Made through tracing-opentelemetry's layer instead, every request paid for its builder,
+///   its shared lock, a registry lookup for every attribute and every poll, and the span moved
+///   into a context: 5,500 of the 22,000 instructions telemetry added per request
+///   (docs/benchmarks.md). Owned, it is changed in place.
+/// - the `tracing` span, for what lives in `tracing`: it is the parent of the request's log
+///   lines (they carry its ids) and the target of its CPU samples (span profiles).
+///
+/// Spans the handler opens are children of the OpenTelemetry span through [`Self::context`],
+/// attached to the thread while the handler is polled ([`InSpan`]): the OpenTelemetry layer
+/// takes a span's parent from the current context when the `tracing` parent has no
+/// OpenTelemetry span of its own (tracing-opentelemetry 0.34 src/layer.rs:945-961).
 struct ServerSpan {
     span: Span,
-    /// The OpenTelemetry side of `span` (empty when no OpenTelemetry layer is installed).
-    otel: Context,
-    /// `None` when the span has no valid ids (no OpenTelemetry layer).
+    /// `None` when telemetry is off (no tracer).
+    otel: Option<SdkSpan>,
+    /// The caller's context with this span as the active one (empty when telemetry is off).
+    context: Context,
+    /// `None` when the span has no valid ids (telemetry off).
     ids: Option<SpanIds>,
     /// The labels of its CPU samples, when span profiles are on and it is sampled.
     profiled: Option<cpu_sampler::SpanLabels>,
@@ -174,63 +215,61 @@ struct ServerSpan {
 
 impl ServerSpan {
     /// The server span, continuing the caller's trace, with the HTTP semantic-convention
-    /// attributes of the request. Named `METHOD` until routing tells the route.
+    /// attributes of the request, given at creation as the conventions ask (they are the ones
+    /// a sampler may decide on). Named `METHOD` until routing tells the route.
     fn start(req: &ServiceRequest, method: RequestMethod<'_>) -> Self {
-        // Only the fields that tracing-opentelemetry interprets (`otel.*`) and the ones other
-        // code records later are `tracing` fields. The attributes go straight onto the
-        // OpenTelemetry span below: through `tracing` each would be a field visit in every
-        // layer and a `String`, static values included.
-        // The local root of the request's trace (`parent: None`): its only parent is the
-        // caller's context, if the request carries one.
-        let span = tracing::info_span!(
-            parent: None,
-            "HTTP request",
-            otel.kind = "server",
-            otel.status_code = Empty,
-            error.type = Empty,
-            fault.injected = Empty,
-        );
-        if let Some(caller) = propagation::extract(req.headers()) {
-            // Fails only when the span is disabled: nothing to link.
-            let _ = span.set_parent(caller);
+        // The local root of the request's `tracing` spans (`parent: None`).
+        let span = tracing::info_span!(target: REQUEST_SPAN_TARGET, parent: None, "HTTP request");
+        let Some(ServerTracer(tracer)) = req.app_data::<ServerTracer>() else {
+            return Self {
+                span,
+                otel: None,
+                context: Context::new(),
+                ids: None,
+                profiled: None,
+            };
+        };
+        let parent = propagation::extract(req.headers()).unwrap_or_default();
+        let (scheme, host) = scheme_and_host(req);
+        let mut attributes = Vec::with_capacity(SERVER_SPAN_ATTRIBUTES);
+        attributes.push(KeyValue::new("http.request.method", method.normalised));
+        if let Some(original) = method.original {
+            attributes.push(KeyValue::new(
+                "http.request.method_original",
+                original.to_owned(),
+            ));
         }
-        // Starts the OpenTelemetry span (the sampler decides here): the ids are needed now, for
-        // span profiles, and at the end, for the exemplar and the access line.
-        let otel = span.context();
-        let otel_span = otel.span();
-        let ids = SpanIds::of(otel_span.span_context());
+        attributes.push(KeyValue::new("url.path", req.path().to_owned()));
+        attributes.push(KeyValue::new("url.scheme", scheme));
+        attributes.push(KeyValue::new("server.address", host.into_owned()));
+        if let Some(agent) = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
+        }
+        let builder = tracer
+            .span_builder(method.span_name_prefix())
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes);
+        // The sampler decides here.
+        let mut otel = tracer.build_with_context(builder, &parent);
+        let ids = SpanIds::of(otel.span_context());
         let profiled = ids
             .filter(|ids| ids.sampled && span_profiles::enabled())
             .map(|ids| ids.labels());
-        if otel_span.is_recording() {
-            let (scheme, host) = scheme_and_host(req);
-            let mut attributes = Vec::with_capacity(8);
-            attributes.push(KeyValue::new("http.request.method", method.normalised));
-            if let Some(original) = method.original {
-                attributes.push(KeyValue::new(
-                    "http.request.method_original",
-                    original.to_owned(),
-                ));
-            }
-            attributes.push(KeyValue::new("url.path", req.path().to_owned()));
-            attributes.push(KeyValue::new("url.scheme", scheme));
-            attributes.push(KeyValue::new("server.address", host.into_owned()));
-            if let Some(agent) = req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-            {
-                attributes.push(KeyValue::new("user_agent.original", agent.to_owned()));
-            }
-            if let (Some(ids), Some(_)) = (ids, profiled) {
-                attributes.push(span_profiles::profile_attribute(&ids));
-            }
-            otel_span.set_attributes(attributes);
+        if let (Some(ids), Some(_)) = (ids, profiled) {
+            otel.set_attribute(span_profiles::profile_attribute(&ids));
         }
+        // The span stays here, to be changed without a lock; its children need only its
+        // context (ids, flags, `is_remote` false: a child records a local parent).
+        let context = parent.with_remote_span_context(otel.span_context().clone());
         span_profiles::annotate(&span, ids.map(LogIds), profiled.map(ProfileTarget));
         Self {
             span,
-            otel,
+            otel: Some(otel),
+            context,
             ids,
             profiled,
         }
@@ -241,41 +280,45 @@ impl ServerSpan {
     /// route matched. Set on the OpenTelemetry span itself: tracing-opentelemetry 0.34 ignores
     /// a recorded `otel.name` once the span is built.
     fn finish(
-        &self,
+        &mut self,
         method: RequestMethod<'_>,
         route: Option<&'static str>,
         status: StatusCode,
         error_type: Option<&str>,
+        injected: Option<String>,
     ) {
         let prefix = method.span_name_prefix();
         let interned = route.and_then(|route| SPAN_NAMES.intern(prefix, Some(route)));
         if let (Some(labels), Some(name)) = (self.profiled, interned) {
             SPAN_NAMES.record_interned(labels.span_id, name);
         }
-        let otel_span = self.otel.span();
-        if !otel_span.is_recording() {
+        let Some(otel) = self.otel.as_mut() else {
             return;
-        }
-        let name: Cow<'static, str> = match (route, interned) {
-            (_, Some(interned)) => Cow::Borrowed(interned.name),
-            (Some(route), None) => Cow::Owned(span_profiles::span_name(prefix, Some(route))),
-            (None, _) => Cow::Borrowed(prefix),
         };
-        otel_span.update_name(name);
-        let code = status.as_u16();
-        let mut attributes = Vec::with_capacity(3);
-        if let Some(route) = route {
-            attributes.push(KeyValue::new("http.route", route));
+        if otel.is_recording() {
+            let name: Cow<'static, str> = match (route, interned) {
+                (_, Some(interned)) => Cow::Borrowed(interned.name),
+                (Some(route), None) => Cow::Owned(span_profiles::span_name(prefix, Some(route))),
+                (None, _) => Cow::Borrowed(prefix),
+            };
+            otel.update_name(name);
+            let code = status.as_u16();
+            if let Some(route) = route {
+                otel.set_attribute(KeyValue::new("http.route", route));
+            }
+            otel.set_attribute(KeyValue::new("http.response.status_code", i64::from(code)));
+            if status.is_server_error() {
+                otel.set_status(Status::error(""));
+                otel.set_attribute(KeyValue::new(
+                    "error.type",
+                    error_type.map_or_else(|| code.to_string(), str::to_owned),
+                ));
+            }
+            if let Some(injected) = injected {
+                otel.set_attribute(KeyValue::new("fault.injected", injected));
+            }
         }
-        attributes.push(KeyValue::new("http.response.status_code", i64::from(code)));
-        if status.is_server_error() {
-            otel_span.set_status(Status::error(""));
-            attributes.push(KeyValue::new(
-                "error.type",
-                error_type.map_or_else(|| code.to_string(), str::to_owned),
-            ));
-        }
-        otel_span.set_attributes(attributes);
+        otel.end();
     }
 }
 
@@ -398,9 +441,13 @@ mod tests {
         }
     }
 
-    /// Polls `future` in a server span once, then drops it; returns (server, dropped) spans.
+    /// Starts a server span for a GET of /api/orders/1 as the middleware does (with the
+    /// subscriber `telemetry::init` installs: the OpenTelemetry layer leaves the server span's
+    /// `tracing` side alone), polls `future` in it once and drops it, then finishes the span
+    /// when the future finished, or drops it unfinished; returns (server, dropped) spans.
     fn run<F: Future<Output = ()> + Unpin>(
         future: F,
+        finishes: bool,
     ) -> (
         opentelemetry_sdk::trace::SpanData,
         opentelemetry_sdk::trace::SpanData,
@@ -411,16 +458,34 @@ mod tests {
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
             .with_simple_exporter(collected.clone())
             .build();
-        let subscriber = tracing_subscriber::registry().with(otlp_tracing::SpansOnly(
-            tracing_opentelemetry::layer().with_tracer(provider.tracer("test")),
-        ));
+        let tracer = provider.tracer("test");
+        let subscriber = tracing_subscriber::registry().with(
+            otlp_tracing::SpansOnly::new(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer.clone())
+                    .with_context_activation(false),
+            )
+            .except_target(REQUEST_SPAN_TARGET),
+        );
         tracing::subscriber::with_default(subscriber, || {
-            let server = tracing::info_span!(parent: None, "HTTP request");
-            let mut in_span = std::pin::pin!(InSpan::new(&server, future));
-            let waker = futures_util::task::noop_waker();
-            let _ = in_span
-                .as_mut()
-                .poll(&mut task::Context::from_waker(&waker));
+            let req = TestRequest::get()
+                .uri("/api/orders/1")
+                .insert_header(("traceparent", CALLER))
+                .app_data(ServerTracer(tracer))
+                .to_srv_request();
+            let method = RequestMethod::of(req.method());
+            let mut server = ServerSpan::start(&req, method);
+            {
+                let mut in_span =
+                    std::pin::pin!(InSpan::new(&server.span, &server.context, future));
+                let waker = futures_util::task::noop_waker();
+                let _ = in_span
+                    .as_mut()
+                    .poll(&mut task::Context::from_waker(&waker));
+            }
+            if finishes {
+                server.finish(method, Some("/api/orders/{id}"), StatusCode::OK, None, None);
+            }
         });
         provider.force_flush().unwrap();
         let spans = collected.0.lock().unwrap().clone();
@@ -431,15 +496,43 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
         };
-        (find("HTTP request"), find("dropped"))
+        let server = if finishes {
+            find("GET /api/orders/{id}")
+        } else {
+            find("GET")
+        };
+        assert_eq!(spans.len(), 2, "one server span and its child: {spans:#?}");
+        (server, find("dropped"))
     }
+
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
     fn a_finished_or_abandoned_handler_is_dropped_inside_the_server_span() {
         for (what, (server, dropped)) in [
-            ("finished", run(Handler { finishes: true })),
-            ("abandoned", run(Handler { finishes: false })),
+            ("finished", run(Handler { finishes: true }, true)),
+            ("abandoned", run(Handler { finishes: false }, false)),
         ] {
+            assert_eq!(server.span_kind, SpanKind::Server, "{what}");
+            assert_eq!(
+                format!(
+                    "{:032x}-{:016x}",
+                    server.span_context.trace_id(),
+                    server.parent_span_id
+                ),
+                "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                "{what}: the server span continues the caller's trace"
+            );
+            assert!(server.parent_span_is_remote, "{what}");
+            assert!(
+                !dropped.parent_span_is_remote,
+                "{what}: its parent is local"
+            );
+            assert_eq!(
+                dropped.span_context.trace_id(),
+                server.span_context.trace_id(),
+                "{what}"
+            );
             assert_eq!(
                 dropped.parent_span_id,
                 server.span_context.span_id(),

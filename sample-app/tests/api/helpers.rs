@@ -1,7 +1,11 @@
 //! `spawn_app()`: builds the application on port 0 without installing global telemetry, serves
 //! it on the test's runtime and hands back its address and an HTTP client.
 
-use sample_app::{settings::Settings, startup::Application, telemetry::profiles::Profiler};
+use sample_app::{
+    settings::Settings,
+    startup::{AppTelemetry, Application},
+    telemetry::profiles::Profiler,
+};
 use serde_json::Value;
 
 pub struct TestApp {
@@ -48,7 +52,14 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
 }
 
 pub async fn spawn_app_with_profiler(settings: Settings, profiler: Option<Profiler>) -> TestApp {
-    let app = Application::build(&settings, profiler).expect("the app builds");
+    let app = Application::build(
+        &settings,
+        AppTelemetry {
+            profiler,
+            tracer: None,
+        },
+    )
+    .expect("the app builds");
     let address = format!("http://{}", app.address());
     let admin_address = app.admin_address().map(|a| format!("http://{a}"));
     actix_web::rt::spawn(app.run_until_stopped());
