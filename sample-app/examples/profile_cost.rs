@@ -3,10 +3,10 @@
 //! shared, noisy machine. Each measurement alternates the feature on and off in rounds and
 //! reports the median per-iteration difference (docs/benchmarks.md has the results).
 //!
-//! - **Span labels**: what the middleware and the layer add to one request: a server span
-//!   with the service's OpenTelemetry layer, marked (`pyroscope.profile.id`, target), entered
-//!   and exited twice (two polls), and its name recorded; against the same span unmarked
-//!   without the layer.
+//! - **Span labels**: what the layer adds to one request: a server span made by the
+//!   OpenTelemetry layer (as the service's was before its middleware made the span itself;
+//!   docs/benchmarks.md), marked (`pyroscope.profile.id`, target), entered and exited twice
+//!   (two polls), and its name recorded; against the same span unmarked without the layer.
 //! - **Heap sampling**: a request's worth of allocations (52 allocations, 4.7 KB, as measured
 //!   on the hot endpoint) with jemalloc's sampler active and inactive.
 //!

@@ -193,8 +193,8 @@ fn put_str(out: &mut Vec<u8>, field: u32, value: &str) {
     put_bytes(out, field, value.as_bytes());
 }
 
-/// A span's or link's W3C `tracestate`, omitted when empty. Almost every span has none: it is
-/// told without building the header (`TraceState::header` allocates even for an empty state).
+/// A span's or link's W3C `tracestate`, omitted when empty (almost every span has none); the
+/// header is formatted only when there is one.
 fn put_trace_state(out: &mut Vec<u8>, field: u32, state: &TraceState) {
     if state.into_iter().len() != 0 {
         put_str(out, field, &state.header());

@@ -169,7 +169,7 @@ pub fn span_bytes(span: &SpanData) -> usize {
         _ => 0,
     };
     // A trace state holds at most 32 members of a 256-byte key and value each. Its header's
-    // length, counted without building it (`header` allocates, even for the usual empty state).
+    // length, counted from its members rather than by formatting it.
     let trace_state = span
         .span_context
         .trace_state()

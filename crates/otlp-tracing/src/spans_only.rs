@@ -22,7 +22,11 @@
 //! that makes some OpenTelemetry spans itself (the sample service's server span) keeps a
 //! `tracing` span beside each for its logs and profiles, and that span must not become a
 //! second OpenTelemetry span. Only `on_new_span` is withheld: the layer keeps nothing for a
-//! span it has not seen, and its other callbacks find nothing to do for it.
+//! span it has not seen, and its other callbacks find nothing to do for it. A span whose
+//! `tracing` parent is such a span gets its OpenTelemetry parent from the thread's current
+//! context when it is contextual, and none (a new trace) when the parent is explicit
+//! (tracing-opentelemetry 0.34 src/layer.rs:921-962): the program attaches the context of the
+//! span it made while work runs in it.
 
 use std::any::TypeId;
 

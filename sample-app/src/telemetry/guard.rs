@@ -60,9 +60,11 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     // Spans only: log events already go to Loki with the span's ids, so copying each one into
     // its span as an OpenTelemetry event would double the data. Code location, thread and
     // busy/idle attributes are off: on a request span they say nothing and cost time per poll.
-    // Context activation is off: nothing here reads OpenTelemetry's current context (parents
-    // come from the `tracing` span stack, outgoing `traceparent`s from the span itself), and
-    // activating it on every poll built the span's context and attached it twice per request.
+    // Context activation is off: activating a span's context on every enter built the context
+    // and attached it twice per request. A span's parent is its `tracing` parent's
+    // OpenTelemetry span when it has one, else the thread's current context, which the
+    // middleware attaches while it polls a request (tracing-opentelemetry 0.34
+    // src/layer.rs:945-961); outgoing `traceparent`s come from the span itself.
     // SpansOnly keeps events out without a per-layer filter, which would cost every request
     // an `enabled` pass per event and a span lookup per enter and exit (see its docs).
     // The server span is made by the middleware itself (`middleware::ServerSpan`): its

@@ -175,7 +175,7 @@ pub struct ServerTracer(pub SdkTracer);
 /// The target of the server span's `tracing` side. The OpenTelemetry layer is told to leave
 /// spans of this target alone (`SpansOnly::except_target`): the middleware makes the
 /// OpenTelemetry server span itself.
-pub const REQUEST_SPAN_TARGET: &str = "request";
+pub const REQUEST_SPAN_TARGET: &str = "sample_app::request";
 
 /// The faults the fault middleware applied to a request, for the server span's
 /// `fault.injected` (a request extension; absent when none was applied).
@@ -190,17 +190,22 @@ const SERVER_SPAN_ATTRIBUTES: usize = 11;
 /// A request's server span, made in two halves that share its ids:
 ///
 /// - the OpenTelemetry span, built here with the SDK's tracer and ended by [`Self::finish`].
-///   Made through tracing-opentelemetry's layer instead, every request paid for its builder,
-///   its shared lock, a registry lookup for every attribute and every poll, and the span moved
-///   into a context: 5,500 of the 22,000 instructions telemetry added per request
-///   (docs/benchmarks.md). Owned, it is changed in place.
+///   Made by tracing-opentelemetry's layer instead, every request paid for a span builder
+///   behind a shared lock in the registry, a registry lookup to set the caller as parent and
+///   another to start it, a lookup and the lock on every exit, a lock and a `dyn` call per
+///   attribute through the context that held the span, and a reallocated attribute list:
+///   4,400 of the 21,700 instructions telemetry added per request (docs/benchmarks.md).
+///   Owned, it is changed in place.
 /// - the `tracing` span, for what lives in `tracing`: it is the parent of the request's log
 ///   lines (they carry its ids) and the target of its CPU samples (span profiles).
 ///
-/// Spans the handler opens are children of the OpenTelemetry span through [`Self::context`],
+/// Spans the handler opens are children of the OpenTelemetry span through its `context`,
 /// attached to the thread while the handler is polled ([`InSpan`]): the OpenTelemetry layer
-/// takes a span's parent from the current context when the `tracing` parent has no
-/// OpenTelemetry span of its own (tracing-opentelemetry 0.34 src/layer.rs:945-961).
+/// takes a contextual span's parent from the current context when its `tracing` parent has no
+/// OpenTelemetry span of its own (tracing-opentelemetry 0.34 src/layer.rs:945-961). Only a
+/// contextual one: a span given the request's `tracing` span as explicit parent
+/// (`parent: &span`) would start a trace of its own (src/layer.rs:962), so handlers open their
+/// spans inside the request, as they all do.
 struct ServerSpan {
     span: Span,
     /// `None` when telemetry is off (no tracer).
@@ -275,10 +280,9 @@ impl ServerSpan {
         }
     }
 
-    /// Names the span after its route and records the outcome. OpenTelemetry names a server
-    /// span `METHOD /route` (`HTTP /route` for an unknown method), and just `METHOD` when no
-    /// route matched. Set on the OpenTelemetry span itself: tracing-opentelemetry 0.34 ignores
-    /// a recorded `otel.name` once the span is built.
+    /// Names the span after its route, records the outcome and ends the span. OpenTelemetry
+    /// names a server span `METHOD /route` (`HTTP /route` for an unknown method), and just
+    /// `METHOD` when no route matched.
     fn finish(
         &mut self,
         method: RequestMethod<'_>,
@@ -441,17 +445,16 @@ mod tests {
         }
     }
 
-    /// Starts a server span for a GET of /api/orders/1 as the middleware does (with the
-    /// subscriber `telemetry::init` installs: the OpenTelemetry layer leaves the server span's
-    /// `tracing` side alone), polls `future` in it once and drops it, then finishes the span
-    /// when the future finished, or drops it unfinished; returns (server, dropped) spans.
+    /// Starts a server span for a GET of /api/orders/1 from `caller` (a `traceparent`) as the
+    /// middleware does (with the subscriber `telemetry::init` installs: the OpenTelemetry layer
+    /// leaves the server span's `tracing` side alone; the SDK's default sampler, parent-based),
+    /// polls `future` in it once and drops it, then finishes the span when the future
+    /// finished, or drops it unfinished; returns the spans exported.
     fn run<F: Future<Output = ()> + Unpin>(
         future: F,
         finishes: bool,
-    ) -> (
-        opentelemetry_sdk::trace::SpanData,
-        opentelemetry_sdk::trace::SpanData,
-    ) {
+        caller: &str,
+    ) -> Vec<opentelemetry_sdk::trace::SpanData> {
         use opentelemetry::trace::TracerProvider as _;
         use tracing_subscriber::layer::SubscriberExt;
         let collected = Collected::default();
@@ -470,7 +473,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let req = TestRequest::get()
                 .uri("/api/orders/1")
-                .insert_header(("traceparent", CALLER))
+                .insert_header(("traceparent", caller))
                 .app_data(ServerTracer(tracer))
                 .to_srv_request();
             let method = RequestMethod::of(req.method());
@@ -489,6 +492,17 @@ mod tests {
         });
         provider.force_flush().unwrap();
         let spans = collected.0.lock().unwrap().clone();
+        spans
+    }
+
+    /// The server span (named after its route when it finished) and its child "dropped".
+    fn server_and_child(
+        spans: &[opentelemetry_sdk::trace::SpanData],
+        finished: bool,
+    ) -> (
+        opentelemetry_sdk::trace::SpanData,
+        opentelemetry_sdk::trace::SpanData,
+    ) {
         let find = |name: &str| {
             spans
                 .iter()
@@ -496,23 +510,32 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("no {name} span in {spans:?}"))
         };
-        let server = if finishes {
-            find("GET /api/orders/{id}")
+        let server = find(if finished {
+            "GET /api/orders/{id}"
         } else {
-            find("GET")
-        };
+            "GET"
+        });
         assert_eq!(spans.len(), 2, "one server span and its child: {spans:#?}");
         (server, find("dropped"))
     }
 
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const UNSAMPLED_CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+
+    #[test]
+    fn a_caller_that_did_not_sample_gets_no_spans_from_the_request_or_its_handler() {
+        // A handler span parented to nothing would start a trace of its own and be sampled.
+        for finishes in [true, false] {
+            let spans = run(Handler { finishes }, finishes, UNSAMPLED_CALLER);
+            assert!(spans.is_empty(), "{spans:#?}");
+        }
+    }
 
     #[test]
     fn a_finished_or_abandoned_handler_is_dropped_inside_the_server_span() {
-        for (what, (server, dropped)) in [
-            ("finished", run(Handler { finishes: true }, true)),
-            ("abandoned", run(Handler { finishes: false }, false)),
-        ] {
+        for (what, finished) in [("finished", true), ("abandoned", false)] {
+            let spans = run(Handler { finishes: finished }, finished, CALLER);
+            let (server, dropped) = server_and_child(&spans, finished);
             assert_eq!(server.span_kind, SpanKind::Server, "{what}");
             assert_eq!(
                 format!(
