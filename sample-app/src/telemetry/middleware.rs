@@ -491,8 +491,7 @@ mod tests {
             }
         });
         provider.force_flush().unwrap();
-        let spans = collected.0.lock().unwrap().clone();
-        spans
+        collected.0.lock().unwrap().clone()
     }
 
     /// The server span (named after its route when it finished) and its child "dropped".
