@@ -33,6 +33,7 @@ use opentelemetry::{
     trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _},
 };
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
+use prometheus_client::metrics::gauge::Gauge;
 use tracing::Span;
 
 use crate::{error::ApiError, routes::templates::is_operational};
@@ -63,15 +64,14 @@ pub async fn observe_request(
     let operational = is_operational(req.path());
     let mut server = (!operational).then(|| ServerSpan::start(&req, method));
 
-    let active = metrics.active_requests_of(method.normalised);
-    active.inc();
+    let in_flight = InFlight::start(metrics.active_requests_of(method.normalised));
     let started = Instant::now();
     let result = match &server {
         Some(server) => InSpan::new(&server.span, &server.context, next.call(req)).await,
         None => next.call(req).await,
     };
     let elapsed = started.elapsed();
-    active.dec();
+    drop(in_flight);
 
     let (status, error_type, route) = match &result {
         Ok(res) => (
@@ -111,6 +111,24 @@ pub async fn observe_request(
         access_log(&server.span, method, route, code, duration_ms);
     }
     result
+}
+
+/// A request counted in `http_server_active_requests` until this is dropped: when the handler
+/// has answered, and also when actix drops the request's future before (at a shutdown
+/// timeout), which would otherwise leave the gauge one too high for good.
+struct InFlight(Gauge);
+
+impl InFlight {
+    fn start(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `future` polled inside the server span: the `tracing` span entered and its OpenTelemetry
@@ -516,6 +534,34 @@ mod tests {
         });
         assert_eq!(spans.len(), 2, "one server span and its child: {spans:#?}");
         (server, find("dropped"))
+    }
+
+    #[actix_web::test]
+    async fn a_request_dropped_mid_flight_is_no_longer_counted_in_flight() {
+        use actix_web::{App, HttpResponse, dev::Service, middleware::from_fn, test};
+        let metrics = AppMetrics::new("test", "0", Vec::new());
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(metrics.clone()))
+                .wrap(from_fn(observe_request))
+                .route("/hang", web::get().to(std::future::pending::<HttpResponse>)),
+        )
+        .await;
+        let in_flight = metrics.active_requests_of("GET");
+        let mut call = Box::pin(app.call(test::TestRequest::get().uri("/hang").to_request()));
+        let waker = futures_util::task::noop_waker();
+        assert!(
+            call.as_mut()
+                .poll(&mut task::Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(in_flight.get(), 1, "counted while the handler runs");
+        drop(call);
+        assert_eq!(
+            in_flight.get(),
+            0,
+            "given back when actix drops the request"
+        );
     }
 
     const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
