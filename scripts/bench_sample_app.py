@@ -18,8 +18,8 @@ Configurations:
 A second table splits the CPU each request costs the machine: the app's, the receivers' (the
 OTLP sink and the Pyroscope stand-in, which a real deployment runs on other machines) and
 wrk's; on two cores, requests/s follows their sum. A third compares the two profile switches
-with "all signals": the CPU per request each
-adds, and the resident memory heap sampling adds (VmRSS after the load).
+with "all signals": the CPU per request each adds, and the resident memory heap sampling adds
+(VmRSS after the load).
 
 Usage: scripts/bench_sample_app.py [--rounds 3] [--seconds 8] [--connections 16]
                                    [--only "all signals,no span labels"]

@@ -470,7 +470,6 @@ mod tests {
     /// finished, or drops it unfinished; returns the spans exported.
     fn run<F: Future<Output = ()> + Unpin>(
         future: F,
-        finishes: bool,
         caller: &str,
     ) -> Vec<opentelemetry_sdk::trace::SpanData> {
         use opentelemetry::trace::TracerProvider as _;
@@ -496,15 +495,16 @@ mod tests {
                 .to_srv_request();
             let method = RequestMethod::of(req.method());
             let mut server = ServerSpan::start(&req, method);
-            {
+            let finished = {
                 let mut in_span =
                     std::pin::pin!(InSpan::new(&server.span, &server.context, future));
                 let waker = futures_util::task::noop_waker();
-                let _ = in_span
+                in_span
                     .as_mut()
-                    .poll(&mut task::Context::from_waker(&waker));
-            }
-            if finishes {
+                    .poll(&mut task::Context::from_waker(&waker))
+                    .is_ready()
+            };
+            if finished {
                 server.finish(method, Some("/api/orders/{id}"), StatusCode::OK, None, None);
             }
         });
@@ -571,7 +571,7 @@ mod tests {
     fn a_caller_that_did_not_sample_gets_no_spans_from_the_request_or_its_handler() {
         // A handler span parented to nothing would start a trace of its own and be sampled.
         for finishes in [true, false] {
-            let spans = run(Handler { finishes }, finishes, UNSAMPLED_CALLER);
+            let spans = run(Handler { finishes }, UNSAMPLED_CALLER);
             assert!(spans.is_empty(), "{spans:#?}");
         }
     }
@@ -579,7 +579,7 @@ mod tests {
     #[test]
     fn a_finished_or_abandoned_handler_is_dropped_inside_the_server_span() {
         for (what, finished) in [("finished", true), ("abandoned", false)] {
-            let spans = run(Handler { finishes: finished }, finished, CALLER);
+            let spans = run(Handler { finishes: finished }, CALLER);
             let (server, dropped) = server_and_child(&spans, finished);
             assert_eq!(server.span_kind, SpanKind::Server, "{what}");
             assert_eq!(
