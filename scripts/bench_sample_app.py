@@ -40,7 +40,6 @@ import json
 import os
 import resource
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,16 +52,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import callgrind_cost  # noqa: E402
+from ports import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = callgrind_cost.release_binary("sample-app")
 ENDPOINT = "/api/orders/1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Discard(BaseHTTPRequestHandler):

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from ports import free_port  # noqa: E402
 ENDPOINT = "/api/orders/1"
 DEFAULT_COUNTS = (200, 1200)
 START_DEADLINE_S = 180
@@ -52,12 +53,6 @@ def build_release(*packages: str) -> None:
     for package in packages:
         args += ["-p", package]
     subprocess.run(args, cwd=ROOT, check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OtlpReceiver:

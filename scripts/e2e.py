@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from ports import free_port  # noqa: E402
 BIN = ROOT / "target" / "debug"
 PYTHON = ROOT / ".venv" / "bin" / "python"
 # Every route the known-traffic mix sends to; both are SLI routes.
@@ -58,12 +59,6 @@ def check(condition: bool, claim: str) -> None:
     if not condition:
         raise Failed(claim)
     print(f"  ok  {claim}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, probe, timeout: float = 60.0, every: float = 0.25):

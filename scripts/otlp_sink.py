@@ -8,20 +8,15 @@ by; `--discard` prints only the ports). It exits when its standard input closes,
 
 import json
 import logging
-import socket
 import sys
 import threading
 
 from oteltest.sink import GrpcSink, HttpSink
 from oteltest.sink.handler import RequestHandler
 
+from ports import free_port
+
 _print_lock = threading.Lock()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def emit(record: dict) -> None:

@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from ports import free_port  # noqa: E402
 from stack_runner import compose, images, network, programs  # noqa: E402
 from stack_runner.compose import ComposeError  # noqa: E402
 from stack_runner.containers import Container, MemoryCgroup  # noqa: E402
@@ -110,12 +111,6 @@ def alive(pid: int | None) -> bool:
             pass
         return False
     return True
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def network_mode(asked: str) -> str:

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ports import free_port  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[2]
 RULE = "job:test_requests:rate5m"
 STEP_S = 60
@@ -46,12 +49,6 @@ def compose_script() -> str:
     if entrypoint[:2] != ["/bin/sh", "-c"]:
         raise Failure(f"docker-compose.yml: backfill's entrypoint is not a /bin/sh -c script: {entrypoint[:2]}")
     return entrypoint[2].replace("$$", "$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_history(history: Path, end: int) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from ports import free_port  # noqa: E402
 # Each frame a lab names, and the profile it must be in.
 CPU_FRAMES = ["sample_app::faults::inject::inject_cpu_burn"]                       # Lab 4
 HEAP_FRAMES = ["sample_app::faults::state::leak_memory", "sample_app::faults::state::Faults::leak"]  # Lab 5
@@ -53,12 +54,6 @@ def check_distinct(binary: Path) -> None:
     shared = [n for n in DISTINCT if found[n] and list(found.values()).count(found[n]) > 1]
     if shared:
         problems.append(f"{' and '.join(shared)} share one address ({found[shared[0]]}): a profile names only one")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def call(url: str, method: str = "GET", body: dict | None = None, timeout: float = 10) -> bytes:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import callgrind_cost  # noqa: E402
+from ports import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET_FILE = ROOT / "sample-app/telemetry-budget.toml"
@@ -143,7 +144,7 @@ def run(args) -> int:
             failures += [failure] if failure else []
 
         if not args.skip_load_gen:
-            target_port = callgrind_cost.free_port()
+            target_port = free_port()
             target = subprocess.Popen([args.sample_app], env=callgrind_cost.clean_env(
                 {"SAMPLE_APP_TELEMETRY": "off", "SAMPLE_APP_LISTEN": f"127.0.0.1:{target_port}"}),
                 stdout=subprocess.DEVNULL)
