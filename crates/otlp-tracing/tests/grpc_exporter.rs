@@ -3,6 +3,9 @@
 //! arrives can be read back: the request decoded with opentelemetry-proto's types, its path,
 //! content type and metadata, and how many attempts an export made.
 
+#[path = "../../../test-support/unused_port.rs"]
+mod unused_port;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
@@ -306,11 +309,7 @@ const HANG: Duration = Duration::from_secs(60);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_not_there_fails_the_export_without_hanging() {
     // A port nothing listens on: connection refused, retried as Unavailable, then given up.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = unused_port::unused_port();
     let exporter = exporter(&format!("http://127.0.0.1:{port}"), &[]);
     let err = tokio::time::timeout(HANG, exporter.export(vec![span(1)]))
         .await

@@ -2,6 +2,9 @@
 //! state gives a clear ✗ naming the service — a stopped backend, a Grafana that did not load a
 //! data source, an empty stack, a wrong URL — never a hang.
 
+#[path = "../../../test-support/unused_port.rs"]
+mod unused_port;
+
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -107,10 +110,7 @@ async fn fake(
 
 /// A port where nothing listens (a stopped service).
 async fn closed_port() -> Url {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = Url::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-    drop(listener);
-    url
+    Url::parse(&format!("http://127.0.0.1:{}", unused_port::unused_port())).unwrap()
 }
 
 fn options(endpoints: Endpoints, only: &[&str]) -> Options {

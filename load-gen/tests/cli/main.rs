@@ -11,3 +11,5 @@ mod scenarios;
 mod stop;
 mod support;
 mod traced_client;
+#[path = "../../../test-support/unused_port.rs"]
+mod unused_port;

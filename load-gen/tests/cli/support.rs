@@ -140,11 +140,7 @@ pub async fn report(args: &[&str]) -> serde_json::Value {
 
 /// A port nothing listens on: refused when called, free when bound.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::unused_port::unused_port()
 }
 
 /// Sends SIGINT (what Ctrl-C sends) to `child` and waits, at most `within`, for it to exit.

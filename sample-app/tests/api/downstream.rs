@@ -25,11 +25,7 @@ fn settings_with_downstream(url: String) -> Settings {
 
 #[actix_web::test]
 async fn a_downstream_that_refuses_connections_is_a_502_counted_as_connect_error() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::unused_port::unused_port();
     let app = spawn_app_with(settings_with_downstream(format!("http://127.0.0.1:{port}"))).await;
 
     let (status, error) = error_answer(app.get("/external").await).await;

@@ -6,3 +6,5 @@ mod helpers;
 mod hostile_input;
 mod metrics;
 mod orders;
+#[path = "../../../test-support/unused_port.rs"]
+mod unused_port;

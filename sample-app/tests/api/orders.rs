@@ -72,10 +72,7 @@ async fn the_container_healthcheck_probe_passes_on_a_running_app_and_fails_on_a_
     let probe = tokio::task::spawn_blocking(move || sample_app::healthcheck::probe(address));
     probe.await.unwrap().expect("healthy");
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::SocketAddr::from(([127, 0, 0, 1], crate::unused_port::unused_port()));
     let err = tokio::task::spawn_blocking(move || sample_app::healthcheck::probe(closed))
         .await
         .unwrap()

@@ -15,3 +15,5 @@ mod shutdown;
 mod span_profiles;
 mod startup;
 mod support;
+#[path = "../../../test-support/unused_port.rs"]
+mod unused_port;

@@ -50,11 +50,7 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> O
 
 /// A port nothing listens on.
 pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::unused_port::unused_port()
 }
 
 type Lines = Arc<Mutex<Vec<Value>>>;
