@@ -2,8 +2,8 @@
 //! logs, OpenTelemetry spans, span labels for the CPU sampler) and the profiler (CPU, heap)
 //! with its Pyroscope uploader — and stops
 //! them in order at shutdown: profiles first (the last window is pushed), then traces (the
-//! batch processor flushes the last requests' spans). Logs are written synchronously and need
-//! no flush.
+//! batch processor flushes the last requests' spans), then logs (the lines gathered for the
+//! next batched write, [`super::log_writer`]).
 
 use std::{sync::Arc, thread::JoinHandle, time::Duration};
 
@@ -17,6 +17,7 @@ use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitEx
 
 use super::{
     BackendHealth,
+    log_writer::{BatchedLines, FlushOnDrop, flush_on_panic},
     logs::JsonLogLayer,
     middleware::REQUEST_SPAN_TARGET,
     profiles::{Profiler, ProfilerSettings},
@@ -40,10 +41,17 @@ pub struct TelemetryGuard {
     tracer: Option<SdkTracer>,
     profiler: Option<(Profiler, JoinHandle<()>)>,
     uploader: Option<tokio::task::JoinHandle<()>>,
+    /// Writes the pending log lines when dropped: at the end of [`TelemetryGuard::shutdown`],
+    /// or when a service that failed to start drops the guard.
+    logs: FlushOnDrop,
 }
 
 /// Installs the global subscriber and starts the profiler. Call once, inside the runtime.
 pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
+    // Dropped on every early return below, writing what was logged before it.
+    let logs =
+        FlushOnDrop(BatchedLines::stdout().context("while starting the log flusher thread")?);
+    flush_on_panic(logs.0.clone());
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) => EnvFilter::try_new(&directives)
             .with_context(|| format!("RUST_LOG: '{directives}' is not a valid filter"))?,
@@ -90,7 +98,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
         .with(filter)
         .with(otel_layer)
         .with(span_profiles)
-        .with(JsonLogLayer::new(std::io::stdout))
+        .with(JsonLogLayer::new(logs.0.clone()))
         .try_init()
         .context("while installing the global tracing subscriber")?;
     if span_profiles.is_some() {
@@ -107,6 +115,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
         tracer,
         profiler,
         uploader,
+        logs,
     })
 }
 
@@ -182,5 +191,7 @@ impl TelemetryGuard {
                 Err(_) => tracing::warn!("spans were not flushed within {deadline:?}"),
             }
         }
+        // Last, so the warnings above are written too.
+        drop(self.logs);
     }
 }

@@ -171,7 +171,8 @@ where
             out.extend_from_slice(b"}\n");
             buffers.fields = fields.out;
             buffers.message = fields.message;
-            // One write per line keeps lines whole when several threads log at once.
+            // One write per line keeps lines whole when several threads log at once (the
+            // service's writer copies it into the next batch, `log_writer`).
             let _ = self.make_writer.make_writer_for(metadata).write_all(out);
         });
     }

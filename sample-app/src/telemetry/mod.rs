@@ -6,6 +6,7 @@ mod guard;
 pub mod heap;
 pub mod http_method;
 pub mod ids;
+pub mod log_writer;
 pub mod logs;
 pub mod metrics;
 pub mod middleware;

@@ -31,4 +31,6 @@ mod siege;
 mod slow_clients;
 mod span_limits;
 mod target;
+#[path = "../../../test-support/unused_port.rs"]
+mod unused_port;
 mod worst_case;

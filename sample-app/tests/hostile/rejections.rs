@@ -133,7 +133,7 @@ fn requests_refused_before_routing_get_a_json_body_are_counted_and_logged() {
     assert_eq!(counted(&after, "head_too_large"), 1);
     assert_eq!(counted(&after, "request_timeout"), 1);
     let logged = target
-        .logs()
+        .settled_logs()
         .into_iter()
         .filter(|l| l["message"] == "request refused before routing")
         .count();

@@ -155,7 +155,7 @@ pub fn withstand(
     let stderr = target.stderr();
     assert!(!stderr.contains("panicked"), "{name}: a panic:\n{stderr}");
     let logged_5xx: Vec<_> = target
-        .logs()
+        .settled_logs()
         .into_iter()
         .filter(|l| l["target"] == "access" && l["status"].as_u64().is_some_and(|s| s >= 500))
         .collect();

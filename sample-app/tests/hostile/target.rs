@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     io::{BufRead, BufReader, Read},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -40,9 +40,7 @@ impl Target {
 
     /// As [`Target::spawn`], with `env` set on top (a variable set twice takes the later value).
     pub fn spawn_with(env: &[(&str, &str)]) -> Self {
-        let closed = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port");
+        let closed = format!("127.0.0.1:{}", crate::unused_port::unused_port());
         let mut command = Command::new(binary());
         command
             .args(["--listen", "127.0.0.1:0"])
@@ -105,6 +103,38 @@ impl Target {
 
     pub fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Every line logged before this call: the service writes its lines in batches, in order
+    /// (src/telemetry/log_writer.rs), so once the access line of a request made now has been
+    /// read, so has every line before it.
+    pub fn settled_logs(&self) -> Vec<Value> {
+        static BARRIERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let trace_id = format!(
+            "{:032x}",
+            0xba77_1e00_u128 << 64
+                | u128::from(BARRIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        );
+        let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+        let answer = raw::exchange(
+            self.address,
+            &raw::request(
+                "GET",
+                "/api/orders/1",
+                &[("traceparent", &traceparent)],
+                b"",
+            ),
+            Duration::from_secs(30),
+        );
+        assert!(
+            answer.status.is_some(),
+            "the barrier request: {}",
+            answer.head
+        );
+        self.wait_for_log("the barrier request's access line", |l| {
+            l["target"] == "access" && l["trace_id"] == trace_id.as_str()
+        });
+        self.logs()
     }
 
     pub fn stderr(&self) -> String {

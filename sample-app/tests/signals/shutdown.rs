@@ -12,7 +12,7 @@ fn sigterm_lets_in_flight_requests_finish_and_flushes_their_spans() {
     // Only the shutdown flush can deliver spans within this test: the batch delay is a minute.
     env.retain(|(k, _)| *k != "OTEL_BSP_SCHEDULE_DELAY");
     env.push(("OTEL_BSP_SCHEDULE_DELAY", "60000".into()));
-    let app = RunningApp::spawn(&env);
+    let mut app = RunningApp::spawn(&env);
     let trace_id = "6bf92f3577b34da6a3ce929d0e0e4736";
     let slow = {
         let url = app.url("/slow");
@@ -56,4 +56,13 @@ fn sigterm_lets_in_flight_requests_finish_and_flushes_their_spans() {
             .iter()
             .any(|s| s["name"] == "simulated slow work" && s["trace_id"] == trace_id)
     );
+    // Log lines are written in batches (src/telemetry/log_writer.rs); the ones logged in the
+    // last moments, the slow request's access line and the shutdown's own, are written before
+    // the process exits. The lines already read stay; the pipe's last ones arrive by EOF.
+    app.wait_for_log("the slow request's access line", |l| {
+        l["target"] == "access" && l["trace_id"] == trace_id
+    });
+    app.wait_for_log("the shutdown line", |l| {
+        l["message"] == "stopped serving; flushing telemetry"
+    });
 }
