@@ -10,13 +10,19 @@ Configurations:
   off              SAMPLE_APP_TELEMETRY=off: no spans, request metrics, access logs or profiles
   all signals      100 % sampling, OTLP/gRPC export to a local receiver, CPU profiler with span
                    labels and heap sampling, pushing both
+  no access log    all signals, RUST_LOG=info,access=off (no JSON access line per request)
   no span labels   all signals, SAMPLE_APP_SPAN_PROFILES=off
   no heap sampling all signals, SAMPLE_APP_HEAP_PROFILES=off
   no span export   spans made but not sampled (OTEL_TRACES_SAMPLER=always_off), profiler on
   no profiler      all signals but no Pyroscope (the profiler thread idles)
 
+The app's stdout (its JSON log lines) goes to a pipe that this process reads and discards, as
+Docker's log copier reads a container's stdout: a line costs the reader too, and a write to a
+pipe wakes it, which a write to /dev/null does not.
+
 A second table splits the CPU each request costs the machine: the app's, the receivers' (the
-OTLP sink and the Pyroscope stand-in, which a real deployment runs on other machines) and
+OTLP sink and the Pyroscope stand-in, which a real deployment runs on other machines, and the
+stdout reader, which Docker runs on the same one) and
 wrk's; on two cores, requests/s follows their sum. A third compares the two profile switches
 with "all signals": the CPU per request each adds, and the resident memory heap sampling adds
 (VmRSS after the load).
@@ -116,20 +122,27 @@ def rss_mib(pid: int) -> float:
 
 
 def own_cpu_seconds() -> tuple[float, float]:
-    """CPU seconds of this process (the Pyroscope stand-in's threads) and of its waited-for
+    """CPU seconds of this process (the Pyroscope stand-in's and the stdout reader's threads) and of its waited-for
     children (wrk)."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
 
 
+def drain(stdout) -> None:
+    """Reads the app's stdout until it closes, as Docker's log copier does (and drops it)."""
+    while stdout.read1(65536):
+        pass
+
+
 def measure(env: dict, args) -> tuple[float, float, float, float, float, float]:
     """Requests/s, p99 (ms), the app's own CPU microseconds per request, its RSS (MiB), and the
-    CPU microseconds per request of the receivers (the OTLP sink and the Pyroscope stand-in in
+    CPU microseconds per request of the receivers (the OTLP sink, and the Pyroscope stand-in and stdout reader in
     this process) and of wrk: all share the machine's cores with the app."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYROSCOPE_", "SAMPLE_APP_"))}
-    full_env.update(env, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}", RUST_LOG="info")
-    app = subprocess.Popen([args.binary], env=full_env, stdout=subprocess.DEVNULL)
+    full_env.update({"RUST_LOG": "info", **env}, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}")
+    app = subprocess.Popen([args.binary], env=full_env, stdout=subprocess.PIPE)
+    threading.Thread(target=drain, args=(app.stdout,), daemon=True).start()
     try:
         wait_ready(port)
         body = json.dumps({"item": "widget", "quantity": 1}).encode()
@@ -246,6 +259,7 @@ def main() -> int:
     configs = {
         "off": {"SAMPLE_APP_TELEMETRY": "off"},
         "all signals": exporting,
+        "no access log": {**exporting, "RUST_LOG": "info,access=off"},
         "no span labels": {**exporting, "SAMPLE_APP_SPAN_PROFILES": "off"},
         "no heap sampling": {**exporting, "SAMPLE_APP_HEAP_PROFILES": "off"},
         "no span export": {**exporting, "OTEL_TRACES_SAMPLER": "always_off"},
@@ -279,8 +293,9 @@ def main() -> int:
               f"| {cpu:.1f} | {cpu / median('off', 2):.2f}x |")
 
     # On two cores, requests/s follows the CPU every request costs the whole machine: the app's,
-    # the receivers' (which a real deployment runs elsewhere) and wrk's own.
-    print("\n| configuration | app | receivers (OTLP sink, Pyroscope stand-in) | wrk | all, per request (us) "
+    # the receivers' (the OTLP sink and Pyroscope run elsewhere in a real deployment, the stdout
+    # reader does not) and wrk's own.
+    print("\n| configuration | app | receivers (OTLP sink, Pyroscope stand-in, stdout reader) | wrk | all, per request (us) "
           "| throughput the CPU predicts, ratio to off |")
     print("|---|---:|---:|---:|---:|---:|")
     def machine(name: str) -> float:
