@@ -39,9 +39,15 @@ def candidates(low: int, high: int) -> list[range]:
     return [r for r in (range(LOWEST, min(low, 65536)), range(max(high + 1, LOWEST), 65536)) if len(r) > 0]
 
 
+# Ports already returned by this process: a run that picks several before binding any (the stack
+# publishes nine, one service at a time) must not be given the same one twice.
+GIVEN: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
     """A port nothing holds on `host` (nor on the wildcard address), outside the ephemeral range,
-    picked at random so that runs started at the same time do not pick the same one."""
+    picked at random so that runs started at the same time do not pick the same one, and never
+    one this process was already given."""
     ranges = candidates(*ephemeral_range())
     size = sum(len(r) for r in ranges)
     if size < 1000:
@@ -55,11 +61,14 @@ def free_port(host: str = "127.0.0.1", rng: random.Random | None = None) -> int:
                 port = r[index]
                 break
             index -= len(r)
+        if port in GIVEN:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind((host, port))     # no SO_REUSEADDR: a port with connections in TIME_WAIT is skipped too
             except OSError:
                 continue
+        GIVEN.add(port)
         return port
     raise RuntimeError(f"no free port on {host} outside the ephemeral range after {ATTEMPTS} tries")
 
@@ -92,9 +101,12 @@ def self_test() -> None:
                 return index
             return super().randrange(*args)
 
+    GIVEN.discard(port)
     assert free_port(rng=OfferFirst()) == port, "the offered port is taken while it is free"
+    assert free_port(rng=OfferFirst()) != port, "a port already given was given again"
     with socket.socket() as held:
         held.bind(("127.0.0.1", port))
+        GIVEN.discard(port)
         assert free_port(rng=OfferFirst()) != port, "a held port was returned"
     print("ports: self-test passed")
 

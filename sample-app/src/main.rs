@@ -43,7 +43,11 @@ async fn main() -> ExitCode {
     };
     let app = match Application::build(&settings, telemetry.for_app()) {
         Ok(app) => app,
-        Err(e) => return fail("could not start the service", &e),
+        Err(e) => {
+            // The lines logged so far reach stdout before the error reaches stderr.
+            drop(telemetry);
+            return fail("could not start the service", &e);
+        }
     };
     match app.admin_address() {
         Some(admin) => {

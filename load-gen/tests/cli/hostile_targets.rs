@@ -31,7 +31,11 @@ enum Misbehaviour {
 /// Starts a target; with `accept_only_first`, it stops listening after the first connection
 /// (load-gen's reachability check), so every request after it is refused.
 async fn hostile_target(misbehaviour: Misbehaviour, accept_only_first: bool) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Outside the ephemeral range: once dropped, the port is not handed to another test's
+    // socket or to load-gen's own (test-support/unused_port.rs).
+    let listener = TcpListener::bind(("127.0.0.1", crate::unused_port::unused_port()))
+        .await
+        .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {

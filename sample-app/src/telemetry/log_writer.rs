@@ -11,7 +11,8 @@
 //! What this gives up: lines reach stdout up to [`LINGER`] later, and a process killed with
 //! SIGKILL (or by the OOM killer) loses the lines of its last [`LINGER`]. Every ordinary way out
 //! writes them first: the telemetry guard flushes at shutdown and when it is dropped on an early
-//! failure, and a panic hook flushes before the panic message is printed.
+//! failure; a panic hook tries to flush before the panic message is printed (it does not wait
+//! if a write is under way, in case the panic happened while this thread was writing).
 
 use std::{
     io::{self, Write},
@@ -173,7 +174,8 @@ impl Drop for FlushOnDrop {
     }
 }
 
-/// Chains a panic hook that writes the pending lines before the panic is reported.
+/// Chains a panic hook that writes the pending lines before the panic is reported, unless
+/// a write is under way ([`BatchedLines::try_flush`]).
 pub fn flush_on_panic(lines: BatchedLines) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
