@@ -19,7 +19,6 @@ use super::{
     BackendHealth,
     log_writer::{BatchedLines, FlushOnDrop, flush_on_panic},
     logs::JsonLogLayer,
-    middleware::REQUEST_SPAN_TARGET,
     profiles::{Profiler, ProfilerSettings},
     pyroscope::{QUEUE_LENGTH, Uploader},
     span_profiles::SpanProfileLayer,
@@ -67,7 +66,7 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     };
     // Spans only: log events already go to Loki with the span's ids, so copying each one into
     // its span as an OpenTelemetry event would double the data. Code location, thread and
-    // busy/idle attributes are off: on a request span they say nothing and cost time per poll.
+    // busy/idle attributes are off: on a handler's span they say nothing and cost time per poll.
     // Context activation is off: activating a span's context on every enter built the context
     // and attached it twice per request. A span's parent is its `tracing` parent's
     // OpenTelemetry span when it has one, else the thread's current context, which the
@@ -75,8 +74,8 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
     // src/layer.rs:945-961); outgoing `traceparent`s come from the span itself.
     // SpansOnly keeps events out without a per-layer filter, which would cost every request
     // an `enabled` pass per event and a span lookup per enter and exit (see its docs).
-    // The server span is made by the middleware itself (`middleware::ServerSpan`): its
-    // `tracing` side is not shown to the layer.
+    // The server span is made by the middleware itself (`middleware::ServerSpan`), with no
+    // `tracing` span (`request_scope`).
     let tracer = tracer_provider
         .as_ref()
         .map(|p| p.tracer(env!("CARGO_PKG_NAME")));
@@ -89,7 +88,6 @@ pub fn init(settings: &Settings) -> anyhow::Result<TelemetryGuard> {
                 .with_tracked_inactivity(false)
                 .with_context_activation(false),
         )
-        .except_target(REQUEST_SPAN_TARGET)
     });
     // Keeps each thread's CPU-sampler slot on the request being polled there.
     let span_profiles =

@@ -1,12 +1,15 @@
 //! JSON logs: one object per line with `timestamp` (RFC 3339, UTC), `level`, `target`,
 //! `message`, then `trace_id` and `span_id` of the span the event happened in (so Loki can link
 //! each line to its trace), then the event's own fields. Alloy parses exactly these keys.
+//! The span is the event's `tracing` span when it has an OpenTelemetry span, else the request
+//! being served on the thread ([`RequestScope`]: the server span, which has no `tracing` span).
 //!
 //! Lines are written straight into a reused per-thread buffer: the access log runs on every
-//! request, so a line must not cost a map of boxed JSON values. For the same reason the ids
-//! come from the span's extensions when the middleware put them there ([`LogIds`]), the
-//! timestamp's date and time are formatted once a second, and strings that need no escaping
-//! are copied as they are.
+//! request, so a line must not cost a map of boxed JSON values. For the same reason a request's
+//! ids are read from its scope as numbers, the timestamp's date and time are formatted once a
+//! second, and strings that need no escaping are copied as they are.
+//!
+//! [`RequestScope`]: super::request_scope::RequestScope
 
 use std::{
     cell::RefCell,
@@ -25,7 +28,7 @@ use tracing::{
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::{Layer, fmt::MakeWriter, layer::Context, registry::LookupSpan};
 
-use super::ids::{LogIds, SpanIds};
+use super::{ids::SpanIds, request_scope};
 
 /// Keys the layer writes itself; an event field with one of these names is dropped.
 const RESERVED: [&str; 6] = [
@@ -56,13 +59,12 @@ impl<W> JsonLogLayer<W> {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let span = ctx.event_span(event)?;
-        if let Some(LogIds(ids)) = span.extensions().get::<LogIds>() {
-            return Some(*ids);
-        }
-        let dispatch = self.dispatch.get()?.upgrade()?;
-        let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-        SpanIds::of(cx.span().span_context())
+        let in_span = ctx.event_span(event).and_then(|span| {
+            let dispatch = self.dispatch.get()?.upgrade()?;
+            let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            SpanIds::of(cx.span().span_context())
+        });
+        in_span.or_else(|| request_scope::current().map(|scope| scope.ids))
     }
 }
 
@@ -377,6 +379,84 @@ mod tests {
             (Some(0.5), Some(true))
         );
         assert!(OffsetDateTime::parse(line["timestamp"].as_str().unwrap(), &Rfc3339).is_ok());
+    }
+
+    /// The `(trace_id, span_id)` of each line, `None` for a line without them.
+    fn ids_of(out: &Captured) -> Vec<Option<(String, String)>> {
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                let id = |key: &str| line[key].as_str().map(str::to_owned);
+                id("trace_id").zip(id("span_id"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_line_carries_its_own_spans_ids_else_the_requests_it_is_written_for() {
+        use crate::telemetry::request_scope::RequestScope;
+        use opentelemetry::trace::{
+            SpanContext, SpanId, TraceFlags, TraceId, TraceState, TracerProvider as _,
+        };
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(otlp_tracing::SpansOnly::new(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("test"))
+                    .with_context_activation(false),
+            ))
+            .with(JsonLogLayer::new(out.clone()));
+        // A server span as the middleware keeps it: its context attached, its scope entered.
+        let server = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let scope = RequestScope {
+            ids: SpanIds::of(&server).unwrap(),
+            profile: None,
+        };
+        let handler_span_id = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("before the request");
+            let _attached = opentelemetry::Context::new()
+                .with_remote_span_context(server.clone())
+                .attach();
+            let _entered = scope.enter();
+            tracing::info!("in the handler");
+            tracing::info!(parent: None, "the access line");
+            let handler = tracing::info_span!("handler work");
+            handler.in_scope(|| tracing::info!("in the handler's span"));
+            let id = handler
+                .context()
+                .span()
+                .span_context()
+                .span_id()
+                .to_string();
+            drop(_entered);
+            tracing::info!("after the request");
+            id
+        });
+        let request = Some((
+            "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+            "00f067aa0ba902b7".to_owned(),
+        ));
+        let in_handler_span = Some((
+            "4bf92f3577b34da6a3ce929d0e0e4736".to_owned(),
+            handler_span_id,
+        ));
+        assert_ne!(
+            in_handler_span, request,
+            "the handler's span is a span of its own"
+        );
+        assert_eq!(
+            ids_of(&out),
+            [None, request.clone(), request, in_handler_span, None]
+        );
     }
 }
 

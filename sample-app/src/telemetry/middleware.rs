@@ -20,6 +20,7 @@ use std::{
     time::Instant,
 };
 
+use crate::{error::ApiError, routes::templates::is_operational};
 use actix_web::{
     Error, HttpMessage,
     body::MessageBody,
@@ -34,16 +35,14 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use prometheus_client::metrics::gauge::Gauge;
-use tracing::Span;
-
-use crate::{error::ApiError, routes::templates::is_operational};
 
 use super::{
     http_method::RequestMethod,
-    ids::{LogIds, SpanIds},
+    ids::SpanIds,
     metrics::{AppMetrics, TraceExemplar, UNMATCHED_ROUTE},
     propagation,
-    span_profiles::{self, ProfileTarget, SPAN_NAMES},
+    request_scope::RequestScope,
+    span_profiles::{self, SPAN_NAMES},
 };
 
 /// The route template of a resource, attached as resource data so the middleware learns it
@@ -67,7 +66,7 @@ pub async fn observe_request(
     let in_flight = InFlight::start(metrics.active_requests_of(method.normalised));
     let started = Instant::now();
     let result = match &server {
-        Some(server) => InSpan::new(&server.span, &server.context, next.call(req)).await,
+        Some(server) => InSpan::new(server.scope, &server.context, next.call(req)).await,
         None => next.call(req).await,
     };
     let elapsed = started.elapsed();
@@ -108,7 +107,7 @@ pub async fn observe_request(
 
     if let Some(server) = &server {
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        access_log(&server.span, method, route, code, duration_ms);
+        access_log(server.scope, method, route, code, duration_ms);
     }
     result
 }
@@ -131,27 +130,26 @@ impl Drop for InFlight {
     }
 }
 
-/// `future` polled inside the server span: the `tracing` span entered and its OpenTelemetry
-/// context attached, for every poll. Entering the span is what `future.instrument(span.clone())`
-/// does, without its two extra costs on every request: `Instrumented` owns a clone of the span
-/// (a registry lookup and a reference count to take, and again to give back) and enters the
-/// span once more to drop the finished future (tracing 0.1.44 src/instrument.rs:274-286), and
-/// each enter and exit runs every layer's callbacks. The handler's future is boxed (`Unpin`),
-/// so it is polled in place, and dropped inside the poll that finishes it. A request whose
-/// future is dropped mid-flight (when actix gives up on it, e.g. at a shutdown timeout; a
-/// client closing its connection did not, measured) is dropped inside the span, as
-/// `Instrumented` does, so the child spans the drop ends are still the server span's children.
+/// `future` polled inside the server span: its OpenTelemetry context attached (the parent of
+/// the spans the handler opens) and its [`RequestScope`] entered (the ids of the handler's log
+/// lines, the labels of its CPU samples), for every poll. The handler's future is boxed
+/// (`Unpin`), so it is polled in place, and dropped inside the poll that finishes it. A request
+/// whose future is dropped mid-flight (when actix gives up on it, e.g. at a shutdown timeout; a
+/// client closing its connection did not, measured) is dropped inside the span too, as
+/// `tracing`'s `Instrumented` does, so the child spans the drop ends are still the server
+/// span's children.
 struct InSpan<'a, F> {
-    span: &'a Span,
+    /// `None` when the span has no ids (no tracer).
+    scope: Option<RequestScope>,
     context: &'a Context,
     /// `None` once it has finished (and been dropped).
     future: Option<F>,
 }
 
 impl<'a, F> InSpan<'a, F> {
-    fn new(span: &'a Span, context: &'a Context, future: F) -> Self {
+    fn new(scope: Option<RequestScope>, context: &'a Context, future: F) -> Self {
         Self {
-            span,
+            scope,
             context,
             future: Some(future),
         }
@@ -163,7 +161,7 @@ impl<F: Future + Unpin> Future for InSpan<'_, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
-        let _entered = this.span.enter();
+        let _entered = this.scope.map(RequestScope::enter);
         let _attached = this.context.clone().attach();
         let Some(future) = this.future.as_mut() else {
             panic!("InSpan polled after it finished");
@@ -179,7 +177,7 @@ impl<F: Future + Unpin> Future for InSpan<'_, F> {
 impl<F> Drop for InSpan<'_, F> {
     fn drop(&mut self) {
         if let Some(future) = self.future.take() {
-            let _entered = self.span.enter();
+            let _entered = self.scope.map(RequestScope::enter);
             let _attached = self.context.clone().attach();
             drop(future);
         }
@@ -189,11 +187,6 @@ impl<F> Drop for InSpan<'_, F> {
 /// The tracer server spans are made with: app data, present when telemetry is on.
 #[derive(Clone, Debug)]
 pub struct ServerTracer(pub SdkTracer);
-
-/// The target of the server span's `tracing` side. The OpenTelemetry layer is told to leave
-/// spans of this target alone (`SpansOnly::except_target`): the middleware makes the
-/// OpenTelemetry server span itself.
-pub const REQUEST_SPAN_TARGET: &str = "sample_app::request";
 
 /// The faults the fault middleware applied to a request, for the server span's
 /// `fault.injected` (a request extension; absent when none was applied).
@@ -205,35 +198,29 @@ pub struct InjectedFaults(pub String);
 /// reallocates them.
 const SERVER_SPAN_ATTRIBUTES: usize = 11;
 
-/// A request's server span, made in two halves that share its ids:
+/// A request's server span: an OpenTelemetry span built here with the SDK's tracer and ended by
+/// [`Self::finish`], and what the rest of the request's telemetry needs of it.
 ///
-/// - the OpenTelemetry span, built here with the SDK's tracer and ended by [`Self::finish`].
-///   Made by tracing-opentelemetry's layer instead, every request paid for a span builder
-///   behind a shared lock in the registry, a registry lookup to set the caller as parent and
-///   another to start it, a lookup and the lock on every exit, a lock and a `dyn` call per
-///   attribute through the context that held the span, and a reallocated attribute list:
-///   4,400 of the 21,700 instructions telemetry added per request (docs/benchmarks.md).
-///   Owned, it is changed in place.
-/// - the `tracing` span, for what lives in `tracing`: it is the parent of the request's log
-///   lines (they carry its ids) and the target of its CPU samples (span profiles).
+/// Made by tracing-opentelemetry's layer instead, every request paid for a span builder behind
+/// a shared lock in the registry, a registry lookup to set the caller as parent and another to
+/// start it, a lookup and the lock on every exit, a lock and a `dyn` call per attribute through
+/// the context that held the span, and a reallocated attribute list: 4,400 of the 21,700
+/// instructions telemetry added per request (docs/benchmarks.md). Owned, it is changed in
+/// place. There is no `tracing` span for the request either (see [`RequestScope`]).
 ///
 /// Spans the handler opens are children of the OpenTelemetry span through its `context`,
 /// attached to the thread while the handler is polled ([`InSpan`]): the OpenTelemetry layer
-/// takes a contextual span's parent from the current context when its `tracing` parent has no
-/// OpenTelemetry span of its own (tracing-opentelemetry 0.34 src/layer.rs:945-961). Only a
-/// contextual one: a span given the request's `tracing` span as explicit parent
-/// (`parent: &span`) would start a trace of its own (src/layer.rs:962), so handlers open their
-/// spans inside the request, as they all do.
+/// takes a contextual span's parent from the current context when no `tracing` span with an
+/// OpenTelemetry span of its own is entered (tracing-opentelemetry 0.34 src/layer.rs:945-961).
 struct ServerSpan {
-    span: Span,
     /// `None` when telemetry is off (no tracer).
     otel: Option<SdkSpan>,
     /// The caller's context with this span as the active one (empty when telemetry is off).
     context: Context,
     /// `None` when the span has no valid ids (telemetry off).
     ids: Option<SpanIds>,
-    /// The labels of its CPU samples, when span profiles are on and it is sampled.
-    profiled: Option<cpu_sampler::SpanLabels>,
+    /// The ids and CPU-sample labels the handler's code runs under (`None` without ids).
+    scope: Option<RequestScope>,
 }
 
 impl ServerSpan {
@@ -241,15 +228,12 @@ impl ServerSpan {
     /// attributes of the request, given at creation as the conventions ask (they are the ones
     /// a sampler may decide on). Named `METHOD` until routing tells the route.
     fn start(req: &ServiceRequest, method: RequestMethod<'_>) -> Self {
-        // The local root of the request's `tracing` spans (`parent: None`).
-        let span = tracing::info_span!(target: REQUEST_SPAN_TARGET, parent: None, "HTTP request");
         let Some(ServerTracer(tracer)) = req.app_data::<ServerTracer>() else {
             return Self {
-                span,
                 otel: None,
                 context: Context::new(),
                 ids: None,
-                profiled: None,
+                scope: None,
             };
         };
         let parent = propagation::extract(req.headers()).unwrap_or_default();
@@ -279,22 +263,20 @@ impl ServerSpan {
         // The sampler decides here.
         let mut otel = tracer.build_with_context(builder, &parent);
         let ids = SpanIds::of(otel.span_context());
-        let profiled = ids
+        let profile = ids
             .filter(|ids| ids.sampled && span_profiles::enabled())
             .map(|ids| ids.labels());
-        if let (Some(ids), Some(_)) = (ids, profiled) {
+        if let (Some(ids), Some(_)) = (ids, profile) {
             otel.set_attribute(span_profiles::profile_attribute(&ids));
         }
         // The span stays here, to be changed without a lock; its children need only its
         // context (ids, flags, `is_remote` false: a child records a local parent).
         let context = parent.with_remote_span_context(otel.span_context().clone());
-        span_profiles::annotate(&span, ids.map(LogIds), profiled.map(ProfileTarget));
         Self {
-            span,
             otel: Some(otel),
             context,
             ids,
-            profiled,
+            scope: ids.map(|ids| RequestScope { ids, profile }),
         }
     }
 
@@ -311,7 +293,7 @@ impl ServerSpan {
     ) {
         let prefix = method.span_name_prefix();
         let interned = route.and_then(|route| SPAN_NAMES.intern(prefix, Some(route)));
-        if let (Some(labels), Some(name)) = (self.profiled, interned) {
+        if let (Some(labels), Some(name)) = (self.scope.and_then(|s| s.profile), interned) {
             SPAN_NAMES.record_interned(labels.span_id, name);
         }
         let Some(otel) = self.otel.as_mut() else {
@@ -379,14 +361,21 @@ fn scheme_and_host(req: &ServiceRequest) -> (Cow<'static, str>, Cow<'_, str>) {
     (scheme, Cow::Borrowed(host))
 }
 
-/// The access line, a child of the request's `span` (an explicit parent: entering the span for
-/// it would run every layer's enter and exit).
-fn access_log(span: &Span, method: RequestMethod<'_>, route: &str, status: u16, duration_ms: f64) {
+/// The access line, written in the request's scope so it carries the server span's ids (an
+/// explicit root: no other span's ids apply, whatever the thread has entered).
+fn access_log(
+    scope: Option<RequestScope>,
+    method: RequestMethod<'_>,
+    route: &str,
+    status: u16,
+    duration_ms: f64,
+) {
     let duration_ms = (duration_ms * 1000.0).round() / 1000.0;
     let (method, method_original) = (method.normalised, method.original);
+    let _entered = scope.map(RequestScope::enter);
     macro_rules! line {
         ($level:ident) => {
-            tracing::$level!(target: "access", parent: span, method, method_original, route, status, duration_ms, "request completed")
+            tracing::$level!(target: "access", parent: None, method, method_original, route, status, duration_ms, "request completed")
         };
     }
     match status {
@@ -464,8 +453,8 @@ mod tests {
     }
 
     /// Starts a server span for a GET of /api/orders/1 from `caller` (a `traceparent`) as the
-    /// middleware does (with the subscriber `telemetry::init` installs: the OpenTelemetry layer
-    /// leaves the server span's `tracing` side alone; the SDK's default sampler, parent-based),
+    /// middleware does (with the OpenTelemetry layer as `telemetry::init` installs it; the
+    /// SDK's default sampler, parent-based),
     /// polls `future` in it once and drops it, then finishes the span when the future
     /// finished, or drops it unfinished; returns the spans exported.
     fn run<F: Future<Output = ()> + Unpin>(
@@ -479,14 +468,11 @@ mod tests {
             .with_simple_exporter(collected.clone())
             .build();
         let tracer = provider.tracer("test");
-        let subscriber = tracing_subscriber::registry().with(
-            otlp_tracing::SpansOnly::new(
-                tracing_opentelemetry::layer()
-                    .with_tracer(tracer.clone())
-                    .with_context_activation(false),
-            )
-            .except_target(REQUEST_SPAN_TARGET),
-        );
+        let subscriber = tracing_subscriber::registry().with(otlp_tracing::SpansOnly::new(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer.clone())
+                .with_context_activation(false),
+        ));
         tracing::subscriber::with_default(subscriber, || {
             let req = TestRequest::get()
                 .uri("/api/orders/1")
@@ -497,7 +483,7 @@ mod tests {
             let mut server = ServerSpan::start(&req, method);
             let finished = {
                 let mut in_span =
-                    std::pin::pin!(InSpan::new(&server.span, &server.context, future));
+                    std::pin::pin!(InSpan::new(server.scope, &server.context, future));
                 let waker = futures_util::task::noop_waker();
                 in_span
                     .as_mut()

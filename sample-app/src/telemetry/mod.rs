@@ -15,6 +15,7 @@ pub mod process;
 pub mod profiles;
 pub mod propagation;
 pub mod pyroscope;
+pub mod request_scope;
 pub mod span_profiles;
 
 pub use guard::{TelemetryGuard, default_log_filter, init};

@@ -1,16 +1,20 @@
 //! Span profiles: which request each CPU sample belongs to.
 //!
-//! The middleware marks every sampled server span — the local root of a request — with
-//! [`mark_profiled`]: the span gets the attribute `pyroscope.profile.id` (its own span id, the
-//! attribute Grafana looks for to draw "Profiles for this span") and a [`ProfileTarget`] in its
-//! `tracing` extensions. Spans created inside it inherit the target, including ones entered on
-//! other threads (the `/generate-load` burn runs on a blocking thread).
+//! The middleware marks every sampled server span — the local root of a request — for span
+//! profiles: the span gets the attribute `pyroscope.profile.id` (its own span id, the attribute
+//! Grafana looks for to draw "Profiles for this span"), and its request's scope
+//! ([`RequestScope`]) carries its labels, which the scope puts in the thread's sampler slot
+//! ([`cpu_sampler::set_thread_span`]) while the middleware polls the request. Actix polls many
+//! requests on one worker thread, but every poll enters its own request's scope, so a sample is
+//! attributed to the request whose code was running at that instant.
 //!
-//! [`SpanProfileLayer`] then keeps each thread's sampler slot ([`cpu_sampler::set_thread_span`])
-//! equal to the target of the span being *entered* on that thread: set on enter, restored to
-//! the still-entered outer span (or none) on exit. Actix polls many requests on one worker
-//! thread, but every poll enters its own request's span, so a sample is attributed to the
-//! request whose code was running at that instant.
+//! A `tracing` span opened inside the request inherits the target ([`ProfileTarget`], in its
+//! extensions): from its parent span, or from the request's scope when it has none, so work
+//! entered on other threads still counts for the request (the `/generate-load` burn runs on a
+//! blocking thread). [`SpanProfileLayer`] keeps each thread's slot equal to the target of the
+//! span being *entered* on that thread: set on enter, restored on exit.
+//!
+//! [`RequestScope`]: super::request_scope::RequestScope
 //!
 //! The span's name (`GET /generate-load`) becomes the `span_name` sample label. It is known
 //! only when the request ends, and samples are encoded later still, so names wait in
@@ -28,7 +32,7 @@ use std::{
 use cpu_sampler::{SpanLabels, set_thread_span, thread_span};
 use opentelemetry::{KeyValue, trace::TraceContextExt};
 
-use super::ids::{LogIds, SpanIds};
+use super::{ids::SpanIds, request_scope};
 use tracing::{Span, Subscriber, span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{Layer, Registry, layer::Context, registry::LookupSpan};
@@ -52,18 +56,18 @@ pub const PROFILE_ID_ATTRIBUTE: &str = "pyroscope.profile.id";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProfileTarget(pub SpanLabels);
 
-/// Marks `span` (a server span) as the target of the CPU samples taken during its work, and
-/// records `pyroscope.profile.id` on it. Only sampled spans are marked: an unexported span has
-/// no trace to link from. Returns the labels, or `None` when the span is not sampled. (The
-/// middleware does the same from the ids it has already read: [`profile_attribute`] and
-/// [`annotate`].)
+/// Marks `span` (a `tracing` span with an OpenTelemetry span) as the target of the CPU samples
+/// taken during its work, and records `pyroscope.profile.id` on it. Only sampled spans are
+/// marked: an unexported span has no trace to link from. Returns the labels, or `None` when the
+/// span is not sampled. (The middleware's server span has no `tracing` span: it sets
+/// [`profile_attribute`] itself and puts the labels in the request's scope.)
 pub fn mark_profiled(span: &Span) -> Option<SpanLabels> {
     let context = span.context();
     let otel_span = context.span();
     let ids = SpanIds::of(otel_span.span_context()).filter(|ids| ids.sampled)?;
     // Straight onto the OpenTelemetry span: `span.record` would run every layer's `on_record`.
     otel_span.set_attribute(profile_attribute(&ids));
-    annotate(span, None, Some(ProfileTarget(ids.labels())));
+    annotate(span, ProfileTarget(ids.labels()));
     Some(ids.labels())
 }
 
@@ -72,23 +76,13 @@ pub fn profile_attribute(ids: &SpanIds) -> KeyValue {
     KeyValue::new(PROFILE_ID_ATTRIBUTE, ids.span_hex_string())
 }
 
-/// Keeps what the other layers need of a server span in its `tracing` extensions, with one
-/// registry lookup: the ids its log lines carry and the target of its CPU samples.
-pub fn annotate(span: &Span, log: Option<LogIds>, target: Option<ProfileTarget>) {
-    if log.is_none() && target.is_none() {
-        return;
-    }
+/// Makes `target` the target of `span`'s CPU samples (in its `tracing` extensions).
+pub fn annotate(span: &Span, target: ProfileTarget) {
     span.with_subscriber(|(id, dispatch)| {
         if let Some(registry) = dispatch.downcast_ref::<Registry>()
             && let Some(data) = registry.span(id)
         {
-            let mut extensions = data.extensions_mut();
-            if let Some(log) = log {
-                extensions.insert(log);
-            }
-            if let Some(target) = target {
-                extensions.insert(target);
-            }
+            data.extensions_mut().insert(target);
         }
     });
 }
@@ -121,14 +115,21 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        // The parent as the registry chose it, found without looking the new span up: a
-        // request's server span is a root, and then nothing is looked up at all.
-        let parent = if attrs.is_contextual() {
-            ctx.lookup_current()
+        // The parent as the registry chose it, found without looking the new span up; a
+        // contextual span with no parent belongs to the request being served, if any (an
+        // explicit root, `parent: None`, to nothing).
+        let inherited = if attrs.is_contextual() {
+            match ctx.lookup_current() {
+                Some(parent) => target_of(&parent),
+                None => request_scope::current().and_then(|scope| scope.profile),
+            }
         } else {
-            attrs.parent().and_then(|parent| ctx.span(parent))
+            attrs
+                .parent()
+                .and_then(|parent| ctx.span(parent))
+                .and_then(|parent| target_of(&parent))
         };
-        if let Some(labels) = parent.and_then(|parent| target_of(&parent))
+        if let Some(labels) = inherited
             && let Some(span) = ctx.span(id)
         {
             span.extensions_mut().insert(ProfileTarget(labels));
@@ -316,7 +317,7 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let server = tracing::info_span!("HTTP request");
             assert_eq!(target(&server), None);
-            annotate(&server, None, Some(ProfileTarget(labels)));
+            annotate(&server, ProfileTarget(labels));
             assert_eq!(target(&server), Some(labels));
 
             let explicit = tracing::info_span!(parent: &server, "burn_cpu");
@@ -333,6 +334,63 @@ mod tests {
             assert_eq!(target(&contextual), Some(labels));
             assert_eq!(target(&root), None);
             assert_eq!(target(&unrelated), None);
+        });
+    }
+
+    #[test]
+    fn a_span_opened_in_a_request_outside_other_spans_takes_the_requests_target() {
+        use super::super::request_scope::RequestScope;
+        use opentelemetry::trace::{SpanId, TraceId};
+        use tracing_subscriber::layer::SubscriberExt;
+        let ids = SpanIds {
+            trace_id: TraceId::from(9_u128),
+            span_id: SpanId::from(7_u64),
+            sampled: true,
+        };
+        let (profiled, unprofiled) = (
+            RequestScope {
+                ids,
+                profile: Some(ids.labels()),
+            },
+            RequestScope { ids, profile: None },
+        );
+        let subscriber = tracing_subscriber::registry().with(SpanProfileLayer);
+        tracing::subscriber::with_default(subscriber, || {
+            let (work, root, nested, other_thread) = {
+                let _entered = profiled.enter();
+                let work = tracing::info_span!("simulated slow work");
+                let nested = work.in_scope(|| tracing::info_span!("inner"));
+                let root = tracing::info_span!(parent: None, "detached");
+                // The span is made here and entered on another thread, as the burn does.
+                let other_thread = tracing::info_span!("burn_cpu");
+                (work, root, nested, other_thread)
+            };
+            let entered_there = std::thread::scope(|threads| {
+                threads
+                    .spawn(|| other_thread.in_scope(cpu_sampler::thread_span))
+                    .join()
+                    .unwrap()
+            });
+            let unprofiled_work = {
+                let _entered = unprofiled.enter();
+                tracing::info_span!("simulated slow work")
+            };
+            let outside = tracing::info_span!("after the request");
+            assert_eq!(target(&work), Some(ids.labels()));
+            assert_eq!(target(&nested), Some(ids.labels()));
+            assert_eq!(target(&other_thread), Some(ids.labels()));
+            assert_eq!(
+                entered_there,
+                Some(ids.labels()),
+                "samples on the other thread"
+            );
+            assert_eq!(
+                target(&root),
+                None,
+                "an explicit root belongs to no request"
+            );
+            assert_eq!(target(&unprofiled_work), None);
+            assert_eq!(target(&outside), None);
         });
     }
 
