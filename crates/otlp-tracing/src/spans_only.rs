@@ -17,16 +17,6 @@
 //! and drops `on_event`. The interest in a callsite stays what the global filter says
 //! (`always` or `never` for `RUST_LOG` directives without span or field filters), so an event
 //! costs no `enabled` pass at all. What the OpenTelemetry layer exports is unchanged.
-//!
-//! [`SpansOnly::except_target`] also keeps the spans of one target away from it: a program
-//! that makes some OpenTelemetry spans itself (the sample service's server span) keeps a
-//! `tracing` span beside each for its logs and profiles, and that span must not become a
-//! second OpenTelemetry span. Only `on_new_span` is withheld: the layer keeps nothing for a
-//! span it has not seen, and its other callbacks find nothing to do for it. A span whose
-//! `tracing` parent is such a span gets its OpenTelemetry parent from the thread's current
-//! context when it is contextual, and none (a new trace) when the parent is explicit
-//! (tracing-opentelemetry 0.34 src/layer.rs:921-962): the program attaches the context of the
-//! span it made while work runs in it.
 
 use std::any::TypeId;
 
@@ -37,23 +27,11 @@ use tracing_subscriber::{Layer, filter::LevelFilter, layer::Context, registry::L
 #[derive(Debug, Clone, Copy)]
 pub struct SpansOnly<L> {
     layer: L,
-    except_target: Option<&'static str>,
 }
 
 impl<L> SpansOnly<L> {
     pub fn new(layer: L) -> Self {
-        Self {
-            layer,
-            except_target: None,
-        }
-    }
-
-    /// Spans whose target is `target` are not shown to the layer (see the module docs).
-    pub fn except_target(self, target: &'static str) -> Self {
-        Self {
-            except_target: Some(target),
-            ..self
-        }
+        Self { layer }
     }
 }
 
@@ -88,9 +66,7 @@ where
     }
 
     fn on_new_span(&self, attrs: &span::Attributes<'_>, id: &span::Id, ctx: Context<'_, S>) {
-        if self.except_target != Some(attrs.metadata().target()) {
-            self.layer.on_new_span(attrs, id, ctx);
-        }
+        self.layer.on_new_span(attrs, id, ctx);
     }
 
     fn on_record(&self, span: &span::Id, values: &span::Record<'_>, ctx: Context<'_, S>) {

@@ -76,34 +76,3 @@ fn the_unwrapped_layer_would_record_the_events_so_the_test_above_can_fail() {
     let spans = collected.0.lock().unwrap();
     assert_eq!(spans[0].events.len(), 2);
 }
-
-#[test]
-fn spans_of_the_excepted_target_are_not_made_and_their_children_still_are() {
-    let collected = Collected::default();
-    let provider = provider(&collected);
-    let subscriber = tracing_subscriber::registry().with(
-        SpansOnly::new(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-            .except_target("app::request"),
-    );
-    tracing::subscriber::with_default(subscriber, || {
-        let request = tracing::info_span!(
-            target: "app::request",
-            "HTTP request",
-            recorded = tracing::field::Empty
-        );
-        assert!(
-            !request.context().span().span_context().is_valid(),
-            "no OpenTelemetry span for the excepted target"
-        );
-        request.in_scope(|| {
-            tracing::info_span!("child").in_scope(|| tracing::info!("inside"));
-        });
-        // The layer's other callbacks find nothing to do for a span it has not seen.
-        request.record("recorded", 1);
-        tracing::info_span!(target: "app::request", "another").in_scope(|| {});
-    });
-    provider.force_flush().unwrap();
-    let spans = collected.0.lock().unwrap();
-    let names: Vec<_> = spans.iter().map(|s| s.name.as_ref()).collect();
-    assert_eq!(names, ["child"], "{spans:#?}");
-}
