@@ -6,6 +6,13 @@ alternating rounds (this machine is shared and noisy: only ratios within one inv
 anything), drives each with the same `wrk` load on one hot endpoint, and prints a Markdown table
 of requests/s and p99 with their ratio to the telemetry-off baseline.
 
+Spans go to a compiled OTLP/gRPC receiver that decodes every request into opentelemetry-proto's
+messages and counts the spans (crates/otlp-tracing/examples/otlp_sink.rs, built here); after each
+run the benchmark checks that a span arrived for every request wrk counted, so a configuration
+cannot look cheap by dropping spans. `--receiver python` uses scripts/otlp_sink.py instead (the
+end-to-end tests' receiver, about 4 us of CPU per span on these two cores, which the throughput
+of "all signals" pays; no span count).
+
 Configurations:
   off              SAMPLE_APP_TELEMETRY=off: no spans, request metrics, access logs or profiles
   all signals      100 % sampling, OTLP/gRPC export to a local receiver, CPU profiler with span
@@ -28,7 +35,7 @@ with "all signals": the CPU per request each adds, and the resident memory heap 
 (VmRSS after the load).
 
 Usage: scripts/bench_sample_app.py [--rounds 3] [--seconds 8] [--connections 16]
-                                   [--only "all signals,no span labels"]
+                                   [--only "all signals,no span labels"] [--receiver rust|python]
 Needs: wrk (Debian), the .venv from scripts/install-test-tools. Traffic goes to 127.0.0.1 only.
 
 --callgrind: instead of wall-clock rounds, count the instructions of one request with callgrind
@@ -134,13 +141,52 @@ def drain(stdout) -> None:
         pass
 
 
-def measure(env: dict, args) -> tuple[float, float, float, float, float, float]:
-    """Requests/s, p99 (ms), the app's own CPU microseconds per request, its RSS (MiB), and the
+EXPORT_BATCHES = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"}
+
+
+class SpanReceiver:
+    """The OTLP/gRPC receiver the app exports to: the compiled one (`rust`, which counts the spans
+    it decoded) or scripts/otlp_sink.py (`python`, which does not)."""
+
+    def __init__(self, kind: str) -> None:
+        if kind == "rust":
+            callgrind_cost.build_example("otlp-tracing", "otlp_sink")
+            command = [callgrind_cost.target_dir() / "release/examples/otlp_sink"]
+        else:
+            command = [ROOT / ".venv/bin/python", ROOT / "scripts/otlp_sink.py", "--discard"]
+        self.counts_spans = kind == "rust"
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the OTLP receiver ({command[-1]}) exited before listening")
+        self.grpc_port = json.loads(line)["grpc_port"]
+        self.pid = self.process.pid
+
+    def spans(self) -> int | None:
+        """Spans decoded so far (None for the Python receiver); fails on a refused export."""
+        if not self.counts_spans:
+            return None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        counts = json.loads(self.process.stdout.readline())
+        if counts["rejected"]:
+            raise RuntimeError(f"the OTLP receiver refused {counts['rejected']} export calls")
+        return counts["spans"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+def measure(env: dict, args) -> tuple[float, float, float, float, float, float, tuple[int, int] | None]:
+    """Requests/s, p99 (ms), the app's own CPU microseconds per request, its RSS (MiB), the
     CPU microseconds per request of the receivers (the OTLP sink, and the Pyroscope stand-in and stdout reader in
-    this process) and of wrk: all share the machine's cores with the app."""
+    this process) and of wrk (all share the machine's cores with the app), and the spans the
+    receiver decoded with the requests the app answered (None without a count)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYROSCOPE_", "SAMPLE_APP_"))}
     full_env.update({"RUST_LOG": "info", **env}, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}")
+    spans_before = args.receiver.spans()
     app = subprocess.Popen([args.binary], env=full_env, stdout=subprocess.PIPE)
     threading.Thread(target=drain, args=(app.stdout,), daemon=True).start()
     try:
@@ -148,18 +194,23 @@ def measure(env: dict, args) -> tuple[float, float, float, float, float, float]:
         body = json.dumps({"item": "widget", "quantity": 1}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/orders", body, {"content-type": "application/json"})
         urllib.request.urlopen(request).read()
-        run_wrk(port, 2, args.connections)  # warm-up: connections, allocator, label sets
-        cpu_before, sink_before = cpu_seconds(app.pid), cpu_seconds(args.sink_pid)
+        _, _, warm_up = run_wrk(port, 2, args.connections)  # warm-up: connections, allocator, label sets
+        cpu_before, sink_before = cpu_seconds(app.pid), cpu_seconds(args.receiver.pid)
         own_before, wrk_before = own_cpu_seconds()
         rps, p99, requests = run_wrk(port, args.seconds, args.connections)
         cpu_us = (cpu_seconds(app.pid) - cpu_before) * 1e6 / requests
         own_after, wrk_after = own_cpu_seconds()
-        receivers_us = (cpu_seconds(args.sink_pid) - sink_before + own_after - own_before) * 1e6 / requests
+        receivers_us = (cpu_seconds(args.receiver.pid) - sink_before + own_after - own_before) * 1e6 / requests
         wrk_us = (wrk_after - wrk_before) * 1e6 / requests
-        return rps, p99, cpu_us, rss_mib(app.pid), receivers_us, wrk_us
+        rss = rss_mib(app.pid)
     finally:
+        # SIGTERM: the app exports its last spans before it exits.
         app.terminate()
         app.wait(timeout=30)
+    answered = 1 + warm_up + requests  # the POST, and what wrk counted (not the requests it cut off)
+    spans_after = args.receiver.spans()
+    spans = None if spans_before is None else (spans_after - spans_before, answered)
+    return rps, p99, cpu_us, rss, receivers_us, wrk_us, spans
 
 
 # Telemetry-related frames for the inclusive profile (the rest of an inclusive profile is the
@@ -227,6 +278,20 @@ def callgrind(args) -> int:
     return 0
 
 
+def check_spans(name: str, env: dict, spans: tuple[int, int] | None, connections: int) -> None:
+    """A configuration that samples spans must deliver one for every request wrk counted, and at
+    most one more per connection and wrk run (requests in flight when wrk stopped are answered
+    but not counted); one that does not sample, none."""
+    if spans is None:
+        return
+    received, answered = spans
+    exporting = env.get("SAMPLE_APP_TELEMETRY") != "off" and env.get("OTEL_TRACES_SAMPLER") != "always_off"
+    expected = (answered, answered + 2 * connections) if exporting else (0, 0)
+    if not expected[0] <= received <= expected[1]:
+        raise RuntimeError(f"{name}: the receiver decoded {received} spans for {answered} answered requests, "
+                           f"expected {expected[0]}–{expected[1]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -238,6 +303,8 @@ def main() -> int:
                         help="--callgrind: SMALL,LARGE requests of the two runs")
     parser.add_argument("--top", type=int, default=40, help="--callgrind: functions in each profile table")
     parser.add_argument("--binary", type=Path, help="use this build instead of building target/release/sample-app")
+    parser.add_argument("--receiver", choices=("rust", "python"), default="rust",
+                        help="the OTLP receiver: the compiled one, which counts spans (default), or scripts/otlp_sink.py")
     args = parser.parse_args()
 
     if args.binary is None:
@@ -245,15 +312,17 @@ def main() -> int:
         args.binary = BINARY
     if args.callgrind:
         return callgrind(args)
-    sink = subprocess.Popen([ROOT / ".venv/bin/python", ROOT / "scripts/otlp_sink.py", "--discard"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    grpc_port = json.loads(sink.stdout.readline())["grpc_port"]
-    args.sink_pid = sink.pid
+    args.receiver_kind = args.receiver
+    args.receiver = SpanReceiver(args.receiver)
     pyroscope = ThreadingHTTPServer(("127.0.0.1", 0), Discard)
     threading.Thread(target=pyroscope.serve_forever, daemon=True).start()
     exporting = {
-        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{grpc_port}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{args.receiver.grpc_port}",
         "OTEL_TRACES_SAMPLER": "always_on",
+        # Batches and a queue for ~60,000 spans a second: with the defaults (512 and 2,048) the
+        # queue filled during each export's round trip on these two busy cores and 7-30 % of
+        # the spans were dropped (otel_sdk_processor_span_processed_total{error_type="queue_full"}).
+        **EXPORT_BATCHES,
         "PYROSCOPE_SERVER_ADDRESS": f"http://127.0.0.1:{pyroscope.server_port}",
     }
     configs = {
@@ -272,25 +341,36 @@ def main() -> int:
     try:
         for round_number in range(1, args.rounds + 1):
             for name, env in configs.items():
-                rps, p99, cpu_us, rss, receivers_us, wrk_us = measure(env, args)
-                results[name].append((rps, p99, cpu_us, rss, receivers_us, wrk_us))
+                rps, p99, cpu_us, rss, receivers_us, wrk_us, spans = measure(env, args)
+                check_spans(name, env, spans, args.connections)
+                results[name].append((rps, p99, cpu_us, rss, receivers_us, wrk_us, spans))
                 print(f"round {round_number} {name:>16}: {rps:9.0f} req/s  p99 {p99:7.2f} ms  "
-                      f"{cpu_us:6.1f} us CPU/request  {rss:6.1f} MiB RSS", file=sys.stderr)
+                      f"{cpu_us:6.1f} us CPU/request  {rss:6.1f} MiB RSS"
+                      + ("" if spans is None else f"  {spans[0]} spans for {spans[1]} requests"), file=sys.stderr)
     finally:
-        sink.stdin.close()
-        sink.wait(timeout=10)
+        args.receiver.close()
         pyroscope.shutdown()
 
     def median(name: str, index: int) -> float:
         return statistics.median(run[index] for run in results[name])
 
-    print(f"GET {ENDPOINT}, wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} alternating rounds\n")
-    print("| configuration | requests/s | ratio to off | p99 (ms) | p99 ratio | app CPU per request (us) | CPU ratio |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    def paired_ratio(name: str) -> float:
+        """The median of each round's requests/s over that round's "off" (drift between rounds cancels)."""
+        return statistics.median(a[0] / b[0] for a, b in zip(results[name], results["off"]))
+
+    def spans(name: str) -> str:
+        counts = [run[6] for run in results[name]]
+        return "–" if None in counts else f"{sum(c[0] for c in counts):,} / {sum(c[1] for c in counts):,}"
+
+    print(f"GET {ENDPOINT}, wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} alternating rounds, "
+          f"{args.receiver_kind} OTLP receiver\n")
+    print("| configuration | requests/s | ratio to off | paired ratio | p99 (ms) | p99 ratio | app CPU per request (us) "
+          "| CPU ratio | spans received / requests answered |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in results:
         rps, p99, cpu = median(name, 0), median(name, 1), median(name, 2)
-        print(f"| {name} | {rps:.0f} | {rps / median('off', 0):.2f}x | {p99:.2f} | {p99 / median('off', 1):.2f}x "
-              f"| {cpu:.1f} | {cpu / median('off', 2):.2f}x |")
+        print(f"| {name} | {rps:.0f} | {rps / median('off', 0):.2f}x | {paired_ratio(name):.2f}x | {p99:.2f} "
+              f"| {p99 / median('off', 1):.2f}x | {cpu:.1f} | {cpu / median('off', 2):.2f}x | {spans(name)} |")
 
     # On two cores, requests/s follows the CPU every request costs the whole machine: the app's,
     # the receivers' (the OTLP sink and Pyroscope run elsewhere in a real deployment, the stdout

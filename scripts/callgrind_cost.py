@@ -55,6 +55,11 @@ def build_release(*packages: str) -> None:
     subprocess.run(args, cwd=ROOT, check=True)
 
 
+def build_example(package: str, example: str) -> None:
+    subprocess.run(["cargo", "build", "--release", "--locked", "-q", "-p", package, "--example", example],
+                   cwd=ROOT, check=True)
+
+
 class OtlpReceiver:
     """scripts/otlp_sink.py --discard: a real OTLP/gRPC receiver that decodes and drops spans."""
 
