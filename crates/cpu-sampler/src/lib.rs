@@ -12,10 +12,11 @@
 //!   CPU time. Linux delivers it to the thread that was running when the tick expired, so a
 //!   sample lands on a thread that is burning CPU, and an idle thread is never sampled.
 //! - **Who is running.** Every thread has a slot ([`set_thread_span`]) holding the span whose
-//!   work it is executing *now*. A `tracing` layer sets it when a span is entered and restores
-//!   it on exit. Actix polls many requests on one worker thread; each poll enters its own span,
-//!   so the slot always names the request being polled at that instant, not the last one that
-//!   started. The slot is three atomics written in an order the handler can read without locks
+//!   work it is executing *now*. The program sets it when a request's work is entered and
+//!   restores it on exit (the sample service: its request scope around each poll, and a
+//!   `tracing` layer for spans entered elsewhere). Actix polls many requests on one worker
+//!   thread; each poll enters its own request, so the slot always names the request being
+//!   polled at that instant, not the last one that started. The slot is three atomics written in an order the handler can read without locks
 //!   (span id cleared first, set last).
 //! - **The handler** ([`signal`], the only module with `unsafe`) reads the interrupted program
 //!   counter from the signal context, walks the stack with `backtrace::trace_unsynchronized`

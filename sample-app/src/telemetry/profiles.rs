@@ -8,7 +8,7 @@
 //! uploader. The sampler runs only while a window is open (without Pyroscope: only during a
 //! pull), so an idle profiler costs nothing.
 //!
-//! Each CPU sample taken while a request's span was entered on the sampled thread carries the
+//! Each CPU sample taken while a request's work was entered on the sampled thread carries the
 //! labels `span_id`, `trace_id` and `span_name` (see [`super::span_profiles`]). Pyroscope 2.2.1
 //! keeps `span_id` and `trace_id` per sample and turns the other sample labels into series
 //! labels (pkg/model/pprofsplit/pprof_split.go:37-38, names at pkg/pprof/pprof.go:1101-1103),

@@ -3,12 +3,21 @@
 //!
 //! The middleware makes each request's server span with the OpenTelemetry SDK and, while it
 //! polls the handler, attaches the span's context and enters its [`RequestScope`]. Together
-//! they do what a per-request `tracing` span did, for much less: a `tracing` span is created,
-//! entered and exited on every poll, and closed through every layer of the subscriber (the
-//! registry's slab, the filter, the OpenTelemetry layer's lookups, the span-label layer), about
-//! 4,000 of the instructions telemetry added to a request (docs/benchmarks.md). A scope is two
-//! thread-local writes in and two out. It is what OpenTelemetry's own actix-web instrumentation
-//! does too: the server span lives in the OpenTelemetry context, not in `tracing`.
+//! they do what a per-request `tracing` span did, for much less: a `tracing` span is created
+//! through every layer of the subscriber (the registry's slab, the filter, the OpenTelemetry
+//! layer, the span-label layer), entered and exited through every layer on each poll, and closed
+//! through every layer; replacing it saved about 2,300 of the instructions telemetry added to a
+//! request (docs/benchmarks.md, "The request's scope"). A scope is two thread-local writes in and
+//! two out. It is what OpenTelemetry's own actix-web instrumentation does too: the server span
+//! lives in the OpenTelemetry context, not in `tracing`.
+//!
+//! What handler code must know: there is no `tracing` span for the request, so
+//! `Span::current()` in a handler is none (`.in_current_span()` hands nothing on), and a span
+//! for work that leaves the request is made in it (`info_span!(..)`, a child of the server span
+//! through the attached context) and passed along, as the handlers here do. A span kept entered
+//! across an `.await` (an `enter()` guard held over it, which `tracing` already warns against)
+//! would stay current on the worker thread while other requests are polled there, and outrank
+//! their scope: their spans would become its children and their lines would carry its ids.
 //!
 //! - The JSON log layer writes the scope's ids on an event that has no span
 //!   ([`super::logs`]); an event inside a handler's own span carries that span's ids.
