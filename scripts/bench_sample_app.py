@@ -107,7 +107,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100.0
 
 
-def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, float, int]:
+def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, float, int, int]:
+    """Requests/s, p99 (ms), the requests wrk counted, and its socket errors (a request it gave
+    up on may still have been answered, and have made a span)."""
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{ENDPOINT}"],
         check=True, capture_output=True, text=True,
@@ -117,7 +119,9 @@ def run_wrk(port: int, seconds: int, connections: int) -> tuple[float, float, in
     p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     if re.search(r"Non-2xx or 3xx responses", out):
         raise RuntimeError(f"wrk saw errors:\n{out}")
-    return rps, p99, requests
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
+    return rps, p99, requests, errors
 
 
 def rss_mib(pid: int) -> float:
@@ -141,6 +145,8 @@ def drain(stdout) -> None:
         pass
 
 
+# The configurations that export no span (the rest export one per request).
+WITHOUT_SPANS = {"off", "no span export"}
 EXPORT_BATCHES = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"}
 
 
@@ -178,11 +184,12 @@ class SpanReceiver:
         self.process.wait(timeout=10)
 
 
-def measure(env: dict, args) -> tuple[float, float, float, float, float, float, tuple[int, int] | None]:
+def measure(env: dict, args) -> tuple[float, float, float, float, float, float, tuple[int, int, int] | None]:
     """Requests/s, p99 (ms), the app's own CPU microseconds per request, its RSS (MiB), the
     CPU microseconds per request of the receivers (the OTLP sink, and the Pyroscope stand-in and stdout reader in
     this process) and of wrk (all share the machine's cores with the app), and the spans the
-    receiver decoded with the requests the app answered (None without a count)."""
+    receiver decoded with the requests wrk counted (and the POST) and wrk's socket errors (None
+    without a count)."""
     port = free_port()
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "PYROSCOPE_", "SAMPLE_APP_"))}
     full_env.update({"RUST_LOG": "info", **env}, SAMPLE_APP_LISTEN=f"127.0.0.1:{port}")
@@ -194,10 +201,10 @@ def measure(env: dict, args) -> tuple[float, float, float, float, float, float, 
         body = json.dumps({"item": "widget", "quantity": 1}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/orders", body, {"content-type": "application/json"})
         urllib.request.urlopen(request).read()
-        _, _, warm_up = run_wrk(port, 2, args.connections)  # warm-up: connections, allocator, label sets
+        _, _, warm_up, warm_up_errors = run_wrk(port, 2, args.connections)  # warm-up: connections, allocator, label sets
         cpu_before, sink_before = cpu_seconds(app.pid), cpu_seconds(args.receiver.pid)
         own_before, wrk_before = own_cpu_seconds()
-        rps, p99, requests = run_wrk(port, args.seconds, args.connections)
+        rps, p99, requests, errors = run_wrk(port, args.seconds, args.connections)
         cpu_us = (cpu_seconds(app.pid) - cpu_before) * 1e6 / requests
         own_after, wrk_after = own_cpu_seconds()
         receivers_us = (cpu_seconds(args.receiver.pid) - sink_before + own_after - own_before) * 1e6 / requests
@@ -209,7 +216,7 @@ def measure(env: dict, args) -> tuple[float, float, float, float, float, float, 
         app.wait(timeout=30)
     answered = 1 + warm_up + requests  # the POST, and what wrk counted (not the requests it cut off)
     spans_after = args.receiver.spans()
-    spans = None if spans_before is None else (spans_after - spans_before, answered)
+    spans = None if spans_before is None else (spans_after - spans_before, answered, warm_up_errors + errors)
     return rps, p99, cpu_us, rss, receivers_us, wrk_us, spans
 
 
@@ -278,15 +285,14 @@ def callgrind(args) -> int:
     return 0
 
 
-def check_spans(name: str, env: dict, spans: tuple[int, int] | None, connections: int) -> None:
-    """A configuration that samples spans must deliver one for every request wrk counted, and at
+def check_spans(name: str, exporting: bool, spans: tuple[int, int, int] | None, connections: int) -> None:
+    """A configuration that exports spans must deliver one for every request wrk counted, and at
     most one more per connection and wrk run (requests in flight when wrk stopped are answered
-    but not counted); one that does not sample, none."""
+    but not counted) and per socket error wrk reported; one that does not, none."""
     if spans is None:
         return
-    received, answered = spans
-    exporting = env.get("SAMPLE_APP_TELEMETRY") != "off" and env.get("OTEL_TRACES_SAMPLER") != "always_off"
-    expected = (answered, answered + 2 * connections) if exporting else (0, 0)
+    received, answered, errors = spans
+    expected = (answered, answered + 2 * connections + errors) if exporting else (0, 0)
     if not expected[0] <= received <= expected[1]:
         raise RuntimeError(f"{name}: the receiver decoded {received} spans for {answered} answered requests, "
                            f"expected {expected[0]}–{expected[1]}")
@@ -312,16 +318,19 @@ def main() -> int:
         args.binary = BINARY
     if args.callgrind:
         return callgrind(args)
-    args.receiver_kind = args.receiver
-    args.receiver = SpanReceiver(args.receiver)
+    # The Pyroscope stand-in first: a thread of this process, nothing to leave behind if the
+    # receiver (a process, closed in the `finally` below) fails to start.
     pyroscope = ThreadingHTTPServer(("127.0.0.1", 0), Discard)
     threading.Thread(target=pyroscope.serve_forever, daemon=True).start()
+    args.receiver_kind = args.receiver
+    args.receiver = SpanReceiver(args.receiver)
     exporting = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{args.receiver.grpc_port}",
         "OTEL_TRACES_SAMPLER": "always_on",
         # Batches and a queue for ~60,000 spans a second: with the defaults (512 and 2,048) the
-        # queue filled during each export's round trip on these two busy cores and 7-30 % of
-        # the spans were dropped (otel_sdk_processor_span_processed_total{error_type="queue_full"}).
+        # queue filled during each export's round trip on these two busy cores and 5-31 % of
+        # the spans were dropped (otel_sdk_processor_span_processed_total{error_type="queue_full"};
+        # docs/benchmarks.md, "Spans lost at full speed").
         **EXPORT_BATCHES,
         "PYROSCOPE_SERVER_ADDRESS": f"http://127.0.0.1:{pyroscope.server_port}",
     }
@@ -334,6 +343,7 @@ def main() -> int:
         "no span export": {**exporting, "OTEL_TRACES_SAMPLER": "always_off"},
         "no profiler": {k: v for k, v in exporting.items() if not k.startswith("PYROSCOPE")},
     }
+    assert WITHOUT_SPANS <= configs.keys()
     if args.only:
         wanted = {"off", *(name.strip() for name in args.only.split(","))}
         configs = {name: env for name, env in configs.items() if name in wanted}
@@ -342,7 +352,7 @@ def main() -> int:
         for round_number in range(1, args.rounds + 1):
             for name, env in configs.items():
                 rps, p99, cpu_us, rss, receivers_us, wrk_us, spans = measure(env, args)
-                check_spans(name, env, spans, args.connections)
+                check_spans(name, name not in WITHOUT_SPANS, spans, args.connections)
                 results[name].append((rps, p99, cpu_us, rss, receivers_us, wrk_us, spans))
                 print(f"round {round_number} {name:>16}: {rps:9.0f} req/s  p99 {p99:7.2f} ms  "
                       f"{cpu_us:6.1f} us CPU/request  {rss:6.1f} MiB RSS"
