@@ -1,6 +1,7 @@
 //! The one place every request is observed: it opens the server span (continuing the caller's
 //! trace), counts the request in flight, and when the response is ready records the duration
-//! histogram with the span's ids as exemplar and writes the access-log line as a child of the span.
+//! histogram with the span's ids as exemplar and writes the access-log line in the request's scope
+//! (so it carries the span's ids).
 //! Because all three come from the same span, a metric exemplar, a log line and a trace always
 //! agree on the trace id.
 //!
@@ -93,7 +94,8 @@ pub async fn observe_request(
     }
     let exemplar = server
         .as_ref()
-        .and_then(|s| s.ids)
+        .and_then(|s| s.scope)
+        .map(|scope| scope.ids)
         .filter(|ids| ids.sampled)
         .map(|ids| TraceExemplar::of_ids(&ids));
     let route = route.unwrap_or(UNMATCHED_ROUTE);
@@ -217,9 +219,8 @@ struct ServerSpan {
     otel: Option<SdkSpan>,
     /// The caller's context with this span as the active one (empty when telemetry is off).
     context: Context,
-    /// `None` when the span has no valid ids (telemetry off).
-    ids: Option<SpanIds>,
-    /// The ids and CPU-sample labels the handler's code runs under (`None` without ids).
+    /// The span's ids and CPU-sample labels, which the handler's code runs under (`None` when
+    /// the span has no valid ids: telemetry off).
     scope: Option<RequestScope>,
 }
 
@@ -232,7 +233,6 @@ impl ServerSpan {
             return Self {
                 otel: None,
                 context: Context::new(),
-                ids: None,
                 scope: None,
             };
         };
@@ -275,7 +275,6 @@ impl ServerSpan {
         Self {
             otel: Some(otel),
             context,
-            ids,
             scope: ids.map(|ids| RequestScope { ids, profile }),
         }
     }
