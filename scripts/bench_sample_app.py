@@ -150,40 +150,6 @@ WITHOUT_SPANS = {"off", "no span export"}
 EXPORT_BATCHES = {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "2048", "OTEL_BSP_MAX_QUEUE_SIZE": "8192"}
 
 
-class SpanReceiver:
-    """The OTLP/gRPC receiver the app exports to: the compiled one (`rust`, which counts the spans
-    it decoded) or scripts/otlp_sink.py (`python`, which does not)."""
-
-    def __init__(self, kind: str) -> None:
-        if kind == "rust":
-            callgrind_cost.build_example("otlp-tracing", "otlp_sink")
-            command = [callgrind_cost.target_dir() / "release/examples/otlp_sink"]
-        else:
-            command = [ROOT / ".venv/bin/python", ROOT / "scripts/otlp_sink.py", "--discard"]
-        self.counts_spans = kind == "rust"
-        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the OTLP receiver ({command[-1]}) exited before listening")
-        self.grpc_port = json.loads(line)["grpc_port"]
-        self.pid = self.process.pid
-
-    def spans(self) -> int | None:
-        """Spans decoded so far (None for the Python receiver); fails on a refused export."""
-        if not self.counts_spans:
-            return None
-        self.process.stdin.write("\n")
-        self.process.stdin.flush()
-        counts = json.loads(self.process.stdout.readline())
-        if counts["rejected"]:
-            raise RuntimeError(f"the OTLP receiver refused {counts['rejected']} export calls")
-        return counts["spans"]
-
-    def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=10)
-
-
 def measure(env: dict, args) -> tuple[float, float, float, float, float, float, tuple[int, int, int] | None]:
     """Requests/s, p99 (ms), the app's own CPU microseconds per request, its RSS (MiB), the
     CPU microseconds per request of the receivers (the OTLP sink, and the Pyroscope stand-in and stdout reader in
@@ -323,7 +289,7 @@ def main() -> int:
     pyroscope = ThreadingHTTPServer(("127.0.0.1", 0), Discard)
     threading.Thread(target=pyroscope.serve_forever, daemon=True).start()
     args.receiver_kind = args.receiver
-    args.receiver = SpanReceiver(args.receiver)
+    args.receiver = callgrind_cost.OtlpReceiver(args.receiver)
     exporting = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{args.receiver.grpc_port}",
         "OTEL_TRACES_SAMPLER": "always_on",

@@ -61,20 +61,39 @@ def build_example(package: str, example: str) -> None:
 
 
 class OtlpReceiver:
-    """scripts/otlp_sink.py --discard: a real OTLP/gRPC receiver that decodes and drops spans."""
+    """An OTLP/gRPC receiver that decodes and drops spans: scripts/otlp_sink.py --discard
+    (`python`, the end-to-end tests' receiver), or crates/otlp-tracing/examples/otlp_sink.rs
+    (`rust`, built here; it also counts the spans it decoded, see `spans`)."""
 
-    def __init__(self) -> None:
-        try:
-            import oteltest  # noqa: F401  (the receiver's library, from scripts/requirements-test.txt)
-        except ImportError as e:
-            raise RuntimeError("run this with the .venv's python (scripts/install-test-tools creates it)") from e
-        self.process = subprocess.Popen([sys.executable, ROOT / "scripts/otlp_sink.py", "--discard"],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, kind: str = "python") -> None:
+        if kind == "rust":
+            build_example("otlp-tracing", "otlp_sink")
+            command = [target_dir() / "release/examples/otlp_sink"]
+        else:
+            try:
+                import oteltest  # noqa: F401  (the receiver's library, from scripts/requirements-test.txt)
+            except ImportError as e:
+                raise RuntimeError("run this with the .venv's python (scripts/install-test-tools creates it)") from e
+            command = [sys.executable, ROOT / "scripts/otlp_sink.py", "--discard"]
+        self.counts_spans = kind == "rust"
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.pid = self.process.pid
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError("the OTLP receiver (scripts/otlp_sink.py) exited before listening")
+            raise RuntimeError(f"the OTLP receiver ({command[-1]}) exited before listening")
         self.grpc_port = json.loads(line)["grpc_port"]
         self.endpoint = f"http://127.0.0.1:{self.grpc_port}"
+
+    def spans(self) -> int | None:
+        """Spans decoded so far (None for the Python receiver); fails on a refused export."""
+        if not self.counts_spans:
+            return None
+        self.process.stdin.write("\n")
+        self.process.stdin.flush()
+        counts = json.loads(self.process.stdout.readline())
+        if counts["rejected"]:
+            raise RuntimeError(f"the OTLP receiver refused {counts['rejected']} export calls")
+        return counts["spans"]
 
     def close(self) -> None:
         if self.process.stdin:
