@@ -90,14 +90,58 @@ pub fn encode_export_request(resource: &EncodedResource, spans: &[SpanData], out
     }
     // About what the sample service's spans take, so the buffer rarely grows.
     out.reserve(resource.fields.len() + 512 * spans.len());
+    put_request(
+        out,
+        resource,
+        groups.iter().map(|(scope, members)| {
+            (*scope, move |out: &mut Vec<u8>| {
+                for span in members {
+                    put_scope_span(out, span);
+                }
+            })
+        }),
+    );
+}
+
+/// Appends `span` as one entry of a `ScopeSpans`'s `spans` (field 2, with its length), the
+/// piece [`encode_request_of_encoded`] assembles: a span can be encoded when it ends and its
+/// `SpanData` dropped there, long before its batch is sent.
+pub fn put_scope_span(out: &mut Vec<u8>, span: &SpanData) {
+    put_nested(out, 2, SPAN, |out| put_span(out, span));
+}
+
+/// Appends the `ExportTraceServiceRequest` of spans encoded by [`put_scope_span`], given per
+/// instrumentation scope (one `ScopeSpans` each, in this order) to `out`.
+pub fn encode_request_of_encoded(
+    resource: &EncodedResource,
+    groups: &[(&InstrumentationScope, &[u8])],
+    out: &mut Vec<u8>,
+) {
+    out.reserve(resource.fields.len() + groups.iter().map(|(_, s)| s.len() + 64).sum::<usize>());
+    put_request(
+        out,
+        resource,
+        groups.iter().map(|(scope, spans)| {
+            (*scope, move |out: &mut Vec<u8>| {
+                out.extend_from_slice(spans)
+            })
+        }),
+    );
+}
+
+/// One `ResourceSpans` (field 1 of the request) with a `ScopeSpans` per group, whose spans its
+/// function writes.
+fn put_request<'a, F: FnOnce(&mut Vec<u8>)>(
+    out: &mut Vec<u8>,
+    resource: &EncodedResource,
+    groups: impl Iterator<Item = (&'a InstrumentationScope, F)>,
+) {
     put_nested(out, 1, BATCH, |out| {
         out.extend_from_slice(&resource.fields);
-        for (scope, members) in &groups {
+        for (scope, spans) in groups {
             put_nested(out, 2, BATCH, |out| {
                 put_nested(out, 1, SMALL, |out| put_scope(out, scope));
-                for span in members {
-                    put_nested(out, 2, SPAN, |out| put_span(out, span));
-                }
+                spans(out);
                 put_str(out, 3, scope.schema_url().unwrap_or(""));
             });
         }
@@ -382,7 +426,7 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{borrow::Cow, time::Duration};
 
     use opentelemetry::{
@@ -455,7 +499,7 @@ mod tests {
         ]
     }
 
-    fn span(n: u64, scope: &InstrumentationScope) -> SpanData {
+    pub(crate) fn span(n: u64, scope: &InstrumentationScope) -> SpanData {
         let start =
             UNIX_EPOCH + Duration::new(1_764_790_402, 123_456_789) + Duration::from_millis(n);
         let mut events = SpanEvents::default();
@@ -535,7 +579,7 @@ mod tests {
         }
     }
 
-    fn expected(batch: Vec<SpanData>, resource: &Resource) -> ExportTraceServiceRequest {
+    pub(crate) fn expected(batch: Vec<SpanData>, resource: &Resource) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(
                 batch,

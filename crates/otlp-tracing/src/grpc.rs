@@ -198,18 +198,13 @@ impl GrpcSpanExporter {
         let path = PathAndQuery::from_static(EXPORT_PATH);
         Ok(client.unary(request, path, PreEncoded).await?.into_inner())
     }
-}
 
-impl SpanExporter for GrpcSpanExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+    /// Sends one encoded `ExportTraceServiceRequest` (see [`crate::encode`]), retrying as the
+    /// module docs say, within the export timeout.
+    pub async fn send_request(&self, body: Bytes) -> OTelSdkResult {
         if self.shut_down.load(Ordering::Relaxed) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        let mut body = Vec::new();
-        encode_export_request(&self.resource, &batch, &mut body);
-        drop(batch);
-        let body = Bytes::from(body);
-
         let started = Instant::now();
         let mut attempt = 0;
         let mut delay = INITIAL_DELAY;
@@ -260,11 +255,28 @@ impl SpanExporter for GrpcSpanExporter {
         }
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+    /// Refuses every later export (once; again is an error).
+    pub fn shut_down(&self) -> OTelSdkResult {
         if self.shut_down.swap(true, Ordering::Relaxed) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
         Ok(())
+    }
+}
+
+impl SpanExporter for GrpcSpanExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        if self.shut_down.load(Ordering::Relaxed) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        let mut body = Vec::new();
+        encode_export_request(&self.resource, &batch, &mut body);
+        drop(batch);
+        self.send_request(Bytes::from(body)).await
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        self.shut_down()
     }
 
     fn set_resource(&mut self, resource: &Resource) {

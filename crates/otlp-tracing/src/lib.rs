@@ -7,6 +7,7 @@
 
 pub mod backend_health;
 pub mod encode;
+pub mod encoded_batch;
 pub mod exported;
 pub mod grpc;
 pub mod limits;

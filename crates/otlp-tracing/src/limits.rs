@@ -272,7 +272,7 @@ impl<P: SpanProcessor> SpanProcessor for BoundedProcessor<P> {
             .queued
             .try_add(bytes, self.max_spans, self.settings.max_queue_bytes)
         {
-            SPANS_PROCESSED.queue_full.fetch_add(1, Ordering::Relaxed);
+            SPANS_PROCESSED.queue_full();
             return;
         }
         self.inner.on_end(span);
@@ -324,9 +324,7 @@ impl<E: SpanExporter> SpanExporter for ReleasingExporter<E> {
             spans: batch.len(),
             bytes: batch.iter().map(span_bytes).sum(),
         };
-        SPANS_PROCESSED
-            .exported
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        SPANS_PROCESSED.exported(batch.len());
         self.inner.export(batch).await
     }
 
@@ -356,6 +354,14 @@ pub struct SpansProcessed {
 }
 
 impl SpansProcessed {
+    pub(crate) fn exported(&self, spans: usize) {
+        self.exported.fetch_add(spans as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn queue_full(&self) {
+        self.queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// `(error_type, spans)`; `""` is the spans handed to the exporter.
     pub fn snapshot(&self) -> [(&'static str, u64); 2] {
         [

@@ -19,6 +19,7 @@ use opentelemetry_sdk::{
     },
 };
 
+use crate::encoded_batch::{BatchSettings, EncodedBatchProcessor, RequestSender};
 use crate::grpc::{GrpcConfig, GrpcSpanExporter};
 use crate::settings::{OtelSettings, OtlpProtocol, SamplerSetting};
 use crate::{backend_health::BackendHealth, limits};
@@ -45,7 +46,21 @@ pub fn tracer_provider(otel: &OtelSettings) -> anyhow::Result<SdkTracerProvider>
         )
     };
     let processor = match (direct, otel.protocol) {
-        (Some(grpc), _) => batched(GrpcSpanExporter::new(&grpc).with_context(context)?, otel),
+        (Some(grpc), _) => {
+            let sender = GrpcSender {
+                exporter: GrpcSpanExporter::new(&grpc).with_context(context)?,
+                health: health(otel),
+            };
+            let settings = BatchSettings {
+                max_queue_size: otel.bsp_max_queue_size,
+                max_export_batch_size: otel.bsp_max_export_batch_size,
+                scheduled_delay: otel.bsp_schedule_delay,
+                limits: limits::SpanLimitSettings::from_env(|k| std::env::var(k).ok())?,
+            };
+            let processor = EncodedBatchProcessor::new(sender, settings)
+                .context("while starting the span export thread")?;
+            return Ok(builder.with_span_processor(processor).build());
+        }
         (None, OtlpProtocol::Grpc) => batched(
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
@@ -76,10 +91,7 @@ fn batched<E: SpanExporter + 'static>(
 ) -> anyhow::Result<limits::BoundedProcessor<BatchSpanProcessor>> {
     let exporter = ObservedExporter {
         inner: exporter,
-        health: Arc::new(BackendHealth::new(
-            "otlp-traces",
-            otel.traces_endpoint.clone(),
-        )),
+        health: health(otel),
     };
     let limits = limits::SpanLimitSettings::from_env(|k| std::env::var(k).ok())?;
     let queued = Arc::new(limits::Queued::default());
@@ -152,15 +164,27 @@ struct ObservedExporter<E> {
     health: Arc<BackendHealth>,
 }
 
+fn health(otel: &OtelSettings) -> Arc<BackendHealth> {
+    Arc::new(BackendHealth::new(
+        "otlp-traces",
+        otel.traces_endpoint.clone(),
+    ))
+}
+
+/// Counts an export's spans by outcome and reports the collector's health from it.
+fn observe(health: &BackendHealth, spans: usize, result: &OTelSdkResult) {
+    crate::exported::SPAN_EXPORTS.record(spans, result.as_ref().map(|_| ()));
+    match result {
+        Ok(()) => health.success(),
+        Err(error) => health.failure(error),
+    };
+}
+
 impl<E: SpanExporter> SpanExporter for ObservedExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = batch.len();
         let result = self.inner.export(batch).await;
-        crate::exported::SPAN_EXPORTS.record(spans, result.as_ref().map(|_| ()));
-        match &result {
-            Ok(()) => self.health.success(),
-            Err(error) => self.health.failure(error),
-        };
+        observe(&self.health, spans, &result);
         result
     }
 
@@ -174,5 +198,26 @@ impl<E: SpanExporter> SpanExporter for ObservedExporter<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+/// The direct gRPC exporter as the encoding processor's sender, observed as
+/// [`ObservedExporter`] observes the others.
+struct GrpcSender {
+    exporter: GrpcSpanExporter,
+    health: Arc<BackendHealth>,
+}
+
+impl RequestSender for GrpcSender {
+    fn send(&self, request: Vec<u8>, spans: usize) -> OTelSdkResult {
+        // The processor's own thread; the channel's connection runs on the Tokio runtime the
+        // exporter was made in, as for the SDK's processor, which blocks the same way.
+        let result = futures_executor::block_on(self.exporter.send_request(request.into()));
+        observe(&self.health, spans, &result);
+        result
+    }
+
+    fn shutdown(&self) -> OTelSdkResult {
+        self.exporter.shut_down()
     }
 }
