@@ -1,7 +1,7 @@
 //! OpenTelemetry trace export shared by `sample-app` and `load-gen`: the standard `OTEL_*`
 //! settings ([`settings`]), a tracer provider with an OTLP exporter behind a batch processor
-//! ([`provider`]; plaintext gRPC encoded straight from the span data by [`grpc`] and
-//! [`encode`]), and one warning per unreachable backend instead of one per batch
+//! ([`provider`]; for plaintext gRPC each span is encoded when it ends by [`encoded_batch`]
+//! and [`encode`], and sent by [`grpc`]), and one warning per unreachable backend instead of one per batch
 //! ([`backend_health`]), and a count of the spans each exporter sent ([`exported`]). Both programs are traced the same way, so both read the same
 //! variables the same way.
 

@@ -18,7 +18,8 @@
 //!   (`opentelemetry_sdk-0.33.1/src/trace/config.rs:39-58`).
 //! - **The export queue** holds at most [`SpanLimitSettings::max_queue_bytes`] (16 MiB) of spans,
 //!   counted from the end of a span to the end of its export (the batch being sent is memory
-//!   too), besides the SDK's bound in spans (`OTEL_BSP_MAX_QUEUE_SIZE`). A span past either bound
+//!   too), besides the SDK's bound in spans (`OTEL_BSP_MAX_QUEUE_SIZE`); a span's bytes are
+//!   [`span_bytes`]' estimate, or its encoded size in [`crate::encoded_batch`]. A span past either bound
 //!   is dropped at once — a request never waits for the collector — and counted in
 //!   `otel_sdk_processor_span_processed_total{error_type="queue_full"}`, the OpenTelemetry SDK
 //!   self-observability name (`otel.sdk.processor.span.processed`); `error_type` is empty for the
@@ -231,7 +232,8 @@ impl Queued {
     }
 }
 
-/// A span processor (the SDK's batch processor) behind the limits of the module docs. It must
+/// A span processor (the SDK's batch processor, for the exporters [`crate::encoded_batch`] does
+/// not serve) behind the limits of the module docs. It must
 /// be paired with a [`ReleasingExporter`] sharing its [`Queued`], which gives the room back.
 #[derive(Debug)]
 pub struct BoundedProcessor<P> {

@@ -2,9 +2,11 @@
 //! processor, so a request only ever enqueues its span; export happens on the processor's own
 //! thread and a dead collector costs the program nothing but the dropped spans.
 //!
-//! Plaintext gRPC without compression, the stack's own case, goes through [`crate::grpc`],
-//! which encodes each batch straight from the SDK's span data ([`crate::encode`]); TLS,
-//! compression and http/protobuf go through opentelemetry-otlp's exporter.
+//! Plaintext gRPC without compression, the stack's own case, goes through
+//! [`crate::encoded_batch`], which encodes each span when it ends ([`crate::encode`]) and sends
+//! its batches with [`crate::grpc`]; TLS, compression and http/protobuf go through the SDK's
+//! batch processor and opentelemetry-otlp's exporter, behind the same bounds
+//! ([`crate::limits`]).
 
 use std::{sync::Arc, time::Duration};
 
