@@ -341,12 +341,16 @@ def main() -> int:
     print(f"GET {ENDPOINT}, wrk -t1 -c{args.connections} -d{args.seconds}s, median of {args.rounds} alternating rounds, "
           f"{args.receiver_kind} OTLP receiver\n")
     print("| configuration | requests/s | ratio to off | paired ratio | p99 (ms) | p99 ratio | app CPU per request (us) "
-          "| CPU ratio | spans received / requests answered |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| CPU ratio | RSS (MiB), rounds' range | RSS over off (MiB, paired) | spans received / requests answered |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in results:
         rps, p99, cpu = median(name, 0), median(name, 1), median(name, 2)
+        rss = [run[3] for run in results[name]]
+        # Each round's RSS minus that round's "off": the goal's measure (memory over telemetry off).
+        over = statistics.median(a[3] - b[3] for a, b in zip(results[name], results["off"]))
         print(f"| {name} | {rps:.0f} | {rps / median('off', 0):.2f}x | {paired_ratio(name):.2f}x | {p99:.2f} "
-              f"| {p99 / median('off', 1):.2f}x | {cpu:.1f} | {cpu / median('off', 2):.2f}x | {spans(name)} |")
+              f"| {p99 / median('off', 1):.2f}x | {cpu:.1f} | {cpu / median('off', 2):.2f}x "
+              f"| {min(rss):.1f}–{max(rss):.1f} | {over:+.1f} | {spans(name)} |")
 
     # On two cores, requests/s follows the CPU every request costs the whole machine: the app's,
     # the receivers' (the OTLP sink and Pyroscope run elsewhere in a real deployment, the stdout
