@@ -3,8 +3,8 @@
 //! per address.
 //!
 //! Addresses are named from the **symbol tables** of the objects mapped where they point
-//! ([`ElfSymbols`]: the executable, shared libraries, the vDSO): fully qualified names for a
-//! few MiB. Resolving them from DWARF instead (what `backtrace` does, and what the `pprof`
+//! ([`ElfSymbols`]: the executable, shared libraries, the vDSO): fully qualified names, from
+//! an index of 16 bytes a function, each name read from its file when first needed. Resolving them from DWARF instead (what `backtrace` does, and what the `pprof`
 //! crate did) adds inlined frames and line numbers, but parses and keeps the line tables:
 //! 90–150 MiB of resident memory for the sample service's release build, in a container
 //! limited to 256 MiB, and 38 MiB for libc alone where its debug file is installed.
