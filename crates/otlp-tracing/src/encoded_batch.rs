@@ -242,6 +242,10 @@ impl Shared {
     }
 }
 
+/// The capacity a thread's encoding buffer may keep between spans (the sample service's spans
+/// take about 250 bytes).
+const KEEP_ENCODED: usize = 16 << 10;
+
 thread_local! {
     /// Each thread's buffer for the span it is encoding (outside the queue's lock).
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -286,6 +290,38 @@ impl EncodedBatchProcessor {
         })
     }
 
+    /// Adds one encoded span to the open batch, or drops it when the queue is full.
+    fn enqueue(&self, scope: &InstrumentationScope, encoded: &[u8]) {
+        let settings = &self.shared.settings;
+        let mut state = lock(&self.shared.state);
+        if state.shutting_down {
+            return;
+        }
+        if state.queued_spans >= settings.max_queue_size
+            || state.queued_bytes + encoded.len() > settings.limits.max_queue_bytes
+        {
+            drop(state);
+            SPANS_PROCESSED.queue_full();
+            return;
+        }
+        let scope = state.scope(scope);
+        let first = state.open.spans == 0;
+        state.open.push(scope, encoded);
+        state.queued_spans += 1;
+        state.queued_bytes += encoded.len();
+        state.ended += 1;
+        if state.open.spans >= settings.max_export_batch_size {
+            let batch = std::mem::take(&mut state.open);
+            state.full.push_back(batch);
+            drop(state);
+            self.shared.work.notify_one();
+        } else if first {
+            // The thread learns when this batch falls due.
+            drop(state);
+            self.shared.work.notify_one();
+        }
+    }
+
     /// `(spans, bytes)` ended and not yet exported.
     pub fn queued(&self) -> (usize, usize) {
         let state = lock(&self.shared.state);
@@ -300,37 +336,17 @@ impl SpanProcessor for EncodedBatchProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        let settings = &self.shared.settings;
-        limit_span(&mut span, settings.limits.attribute_value_length);
+        limit_span(
+            &mut span,
+            self.shared.settings.limits.attribute_value_length,
+        );
         ENCODED.with_borrow_mut(|encoded| {
             encoded.clear();
             put_scope_span(encoded, &span);
-            let mut state = lock(&self.shared.state);
-            if state.shutting_down {
-                return;
-            }
-            if state.queued_spans >= settings.max_queue_size
-                || state.queued_bytes + encoded.len() > settings.limits.max_queue_bytes
-            {
-                drop(state);
-                SPANS_PROCESSED.queue_full();
-                return;
-            }
-            let scope = state.scope(&span.instrumentation_scope);
-            let first = state.open.spans == 0;
-            state.open.push(scope, encoded);
-            state.queued_spans += 1;
-            state.queued_bytes += encoded.len();
-            state.ended += 1;
-            if state.open.spans >= settings.max_export_batch_size {
-                let batch = std::mem::take(&mut state.open);
-                state.full.push_back(batch);
-                drop(state);
-                self.shared.work.notify_one();
-            } else if first {
-                // The thread learns when this batch falls due.
-                drop(state);
-                self.shared.work.notify_one();
+            self.enqueue(&span.instrumentation_scope, encoded);
+            // A span far larger than usual (many events) leaves no lasting buffer behind.
+            if encoded.capacity() > KEEP_ENCODED {
+                *encoded = Vec::new();
             }
         });
     }
@@ -635,6 +651,31 @@ mod tests {
             "cut on a character boundary at the limit"
         );
         assert_eq!(Value::from(value.clone()).as_str().chars().count(), 512);
+    }
+
+    #[test]
+    fn a_huge_span_leaves_no_lasting_buffer_on_its_thread() {
+        let (processor, collector) = start(settings(100, 100, Duration::from_secs(3600)));
+        let scope = InstrumentationScope::builder("sample-app").build();
+        let mut huge = sampled(4, &scope);
+        huge.attributes = (0..100)
+            .map(|n| KeyValue::new(format!("attribute.{n}"), "x".repeat(1000)))
+            .collect();
+        processor.on_end(huge);
+        assert!(ENCODED.with_borrow(Vec::capacity) <= KEEP_ENCODED);
+        processor.on_end(sampled(2, &scope));
+        assert!(
+            ENCODED.with_borrow(Vec::capacity) > 0,
+            "a usual span's buffer is kept"
+        );
+        processor.force_flush().unwrap();
+        let requests = collector.wait_for(1);
+        let spans = &requests[0].resource_spans[0].scope_spans[0].spans;
+        assert_eq!(
+            spans[0].attributes.len(),
+            100,
+            "the huge span is exported whole"
+        );
     }
 
     #[test]
