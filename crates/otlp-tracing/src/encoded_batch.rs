@@ -21,15 +21,23 @@
 //!   [`SpanLimitSettings::max_queue_bytes`]) is dropped at once and counted in
 //!   `otel_sdk_processor_span_processed_total{error_type="queue_full"}`.
 //! - Attribute values are cut to the length limit before encoding ([`crate::limits`]).
-//! - `force_flush` returns once every span ended before it was called has been exported (or
-//!   its export failed); `shutdown` exports what is queued, then stops the thread. Both wait
-//!   at most their timeout. Spans that end after shutdown are dropped.
+//! - `force_flush` returns once every span ended before it was called has been exported, with
+//!   an error when an export failed while it waited; `shutdown` exports what is queued, then
+//!   stops the thread. Both wait at most their timeout. Spans that end after shutdown are
+//!   dropped (uncounted).
+//! - Unlike the SDK's: a batch that is not full leaves `OTEL_BSP_SCHEDULE_DELAY` after its
+//!   first span (the SDK's timer runs from the last export), and the bound in bytes counts
+//!   encoded bytes (about 250 a span here, where [`crate::limits::span_bytes`] estimates about
+//!   1.1 KB of `SpanData`), so the same 16 MiB holds about four times the spans.
 //! - Only sampled spans are exported, as the specification asks of an exporting processor.
 
 use std::{
     cell::RefCell,
     collections::VecDeque,
-    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -44,8 +52,13 @@ use opentelemetry_sdk::{
 use crate::encode::{EncodedResource, encode_request_of_encoded, put_scope_span};
 use crate::limits::{SPANS_PROCESSED, SpanLimitSettings, limit_span};
 
-/// How long `force_flush` waits, as the SDK's processor (its `max_export_timeout`, 30 s).
+/// How long `force_flush` waits: one export's default timeout (`OTEL_BSP_EXPORT_TIMEOUT`,
+/// 30 s), which bounds what the batch in flight may still take. The SDK's processor waits 5 s
+/// (opentelemetry_sdk 0.33.1 src/trace/span_processor.rs:693) and its export may outlast that.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Emptied batch buffers kept for the next batches (a process has one or two scopes, and a
+/// few batches wait at most), so a busy queue stops reallocating its buffers.
+const SPARE_BUFFERS: usize = 4;
 
 /// Where the processor's requests go: one encoded `ExportTraceServiceRequest` at a time.
 pub trait RequestSender: Send + Sync + 'static {
@@ -76,11 +89,11 @@ struct Batch {
 }
 
 impl Batch {
-    fn push(&mut self, scope: usize, span: &[u8]) {
+    fn push(&mut self, scope: usize, span: &[u8], spare: &mut Vec<Vec<u8>>) {
         let group = match self.groups.iter().position(|(s, _)| *s == scope) {
             Some(found) => found,
             None => {
-                self.groups.push((scope, Vec::new()));
+                self.groups.push((scope, spare.pop().unwrap_or_default()));
                 self.groups.len() - 1
             }
         };
@@ -108,6 +121,10 @@ struct State {
     exported: u64,
     /// Export every span ended up to this count, even from a batch that is not full.
     flush_to: u64,
+    /// `exported` as it was after the last export that failed.
+    failed_to: u64,
+    /// Emptied buffers of sent batches (at most [`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
     shutting_down: bool,
     /// The thread has exported everything and returned.
     stopped: bool,
@@ -148,6 +165,9 @@ struct Shared {
     /// Wakes flushes and shutdown: an export ended, or the thread stopped.
     progress: Condvar,
     settings: BatchSettings,
+    /// `State::queued_spans`, readable without the lock: a span that would find the queue
+    /// full is dropped before it is encoded (the lock decides for the others).
+    queued_hint: AtomicUsize,
 }
 
 fn lock(mutex: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -180,12 +200,25 @@ impl Shared {
         struct Stopped<'a>(&'a Shared);
         impl Drop for Stopped<'_> {
             fn drop(&mut self) {
-                lock(&self.0.state).stopped = true;
+                let mut state = lock(&self.0.state);
+                if !state.shutting_down {
+                    // Only a panic in the sender ends the thread before shutdown: later spans
+                    // are dropped at once instead of filling a queue nothing empties.
+                    tracing::error!(
+                        "the span export thread stopped unexpectedly; spans are no longer exported"
+                    );
+                    state.shutting_down = true;
+                }
+                state.stopped = true;
+                drop(state);
                 self.0.progress.notify_all();
             }
         }
         let _stopped = Stopped(self);
-        let mut request = Vec::new();
+        // What the export does (the gRPC client's own spans, when something records them) is
+        // not traced, or each export would make spans for the next: as the SDK's thread does
+        // (src/trace/span_processor.rs:573).
+        let _suppressed = Context::enter_telemetry_suppressed_scope();
         let mut state = lock(&self.state);
         loop {
             let batch = match state.due(self.settings.scheduled_delay) {
@@ -221,20 +254,31 @@ impl Shared {
                 .zip(&batch.groups)
                 .map(|(scope, (_, spans))| (scope, spans.as_slice()))
                 .collect();
-            request.clear();
+            let mut request = Vec::new();
             encode_request_of_encoded(&resource, &groups, &mut request);
             drop(groups);
             let (spans, bytes) = (batch.spans, batch.bytes);
-            drop(batch);
             SPANS_PROCESSED.exported(spans);
             // The sender reports its own failures (it counts and logs them); the spans are
-            // gone either way, as with the SDK's processor.
-            let _ = sender.send(std::mem::take(&mut request), spans);
+            // gone either way, as with the SDK's processor, and a flush waiting for them
+            // returns an error.
+            let sent = sender.send(request, spans);
 
             state = lock(&self.state);
             state.exported += spans as u64;
+            if sent.is_err() {
+                state.failed_to = state.exported;
+            }
             state.queued_spans -= spans;
             state.queued_bytes -= bytes;
+            self.queued_hint
+                .store(state.queued_spans, Ordering::Relaxed);
+            for (_, mut buffer) in batch.groups {
+                if state.spare.len() < SPARE_BUFFERS {
+                    buffer.clear();
+                    state.spare.push(buffer);
+                }
+            }
             self.progress.notify_all();
         }
         drop(state);
@@ -279,6 +323,7 @@ impl EncodedBatchProcessor {
             work: Condvar::new(),
             progress: Condvar::new(),
             settings,
+            queued_hint: AtomicUsize::new(0),
         });
         let running = shared.clone();
         let thread = thread::Builder::new()
@@ -306,8 +351,12 @@ impl EncodedBatchProcessor {
         }
         let scope = state.scope(scope);
         let first = state.open.spans == 0;
-        state.open.push(scope, encoded);
+        let State { open, spare, .. } = &mut *state;
+        open.push(scope, encoded, spare);
         state.queued_spans += 1;
+        self.shared
+            .queued_hint
+            .store(state.queued_spans, Ordering::Relaxed);
         state.queued_bytes += encoded.len();
         state.ended += 1;
         if state.open.spans >= settings.max_export_batch_size {
@@ -336,35 +385,53 @@ impl SpanProcessor for EncodedBatchProcessor {
         if !span.span_context.is_sampled() {
             return;
         }
-        limit_span(
-            &mut span,
-            self.shared.settings.limits.attribute_value_length,
-        );
-        ENCODED.with_borrow_mut(|encoded| {
+        let settings = &self.shared.settings;
+        if self.shared.queued_hint.load(Ordering::Relaxed) >= settings.max_queue_size {
+            SPANS_PROCESSED.queue_full();
+            return;
+        }
+        limit_span(&mut span, settings.limits.attribute_value_length);
+        let encode = |encoded: &mut Vec<u8>| {
             encoded.clear();
             put_scope_span(encoded, &span);
             self.enqueue(&span.instrumentation_scope, encoded);
+        };
+        let reused = ENCODED.try_with(|buffer| {
+            let Ok(mut encoded) = buffer.try_borrow_mut() else {
+                return false;
+            };
+            encode(&mut encoded);
             // A span far larger than usual (many events) leaves no lasting buffer behind.
             if encoded.capacity() > KEEP_ENCODED {
                 *encoded = Vec::new();
             }
+            true
         });
+        if reused != Ok(true) {
+            // A span ended while this thread's locals are torn down: a buffer of its own.
+            encode(&mut Vec::new());
+        }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        let target = {
+        let (target, from) = {
             let mut state = lock(&self.shared.state);
             if state.shutting_down {
                 return Err(OTelSdkError::AlreadyShutdown);
             }
             state.flush_to = state.flush_to.max(state.ended);
-            state.ended
+            (state.ended, state.exported)
         };
         self.shared.work.notify_one();
         let ended = self
             .shared
             .wait_for(FLUSH_TIMEOUT, |s| s.exported >= target || s.stopped);
-        if lock(&self.shared.state).exported >= target {
+        let state = lock(&self.shared.state);
+        if state.exported >= target && state.failed_to > from {
+            Err(OTelSdkError::InternalFailure(
+                "an export of the flushed spans failed".into(),
+            ))
+        } else if state.exported >= target {
             Ok(())
         } else if ended {
             Err(OTelSdkError::InternalFailure(
@@ -416,7 +483,7 @@ impl Drop for EncodedBatchProcessor {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{atomic::AtomicBool, mpsc};
 
     use opentelemetry::{
         KeyValue, Value,
@@ -439,6 +506,7 @@ mod tests {
         closed: Mutex<bool>,
         opened: Condvar,
         panics: bool,
+        fails: bool,
         shut_down: AtomicBool,
     }
 
@@ -462,6 +530,9 @@ mod tests {
             assert_eq!(counted, spans, "the spans the processor says it sent");
             self.0.requests.lock().unwrap().push(request);
             self.0.arrived.notify_all();
+            if self.0.fails {
+                return Err(OTelSdkError::InternalFailure("refused".into()));
+            }
             Ok(())
         }
 
@@ -492,6 +563,24 @@ mod tests {
             }
             requests.clone()
         }
+    }
+
+    /// Waits until `done` holds (fails after [`DEADLINE`]).
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn spans_received(collector: &Collector) -> usize {
+        let requests = collector.requests.lock().unwrap();
+        requests
+            .iter()
+            .flat_map(|r| &r.resource_spans[0].scope_spans)
+            .map(|s| s.spans.len())
+            .sum()
     }
 
     fn settings(queue: usize, batch: usize, delay: Duration) -> BatchSettings {
@@ -558,7 +647,10 @@ mod tests {
         }
         // Two full batches leave without waiting for the (hour-long) delay.
         let requests = collector.wait_for(2);
-        assert_eq!(processor.queued().0, 5, "the open batch's spans");
+        // The collector answers before the thread counts the batch as done.
+        wait_until("the open batch's 5 spans are left", || {
+            processor.queued().0 == 5
+        });
         processor.force_flush().unwrap();
         let requests = [requests, collector.wait_for(3)[2..].to_vec()].concat();
         let batches = [&spans[..10], &spans[10..20], &spans[20..]];
@@ -576,8 +668,9 @@ mod tests {
         for n in 0..3 {
             processor.on_end(sampled(n, &scope));
         }
-        let requests = collector.wait_for(1);
-        assert_eq!(requests[0].resource_spans[0].scope_spans[0].spans.len(), 3);
+        // Without a flush or a full batch, only the delay sends them (in one request, or more
+        // if this thread stalled between two spans for longer than the delay).
+        wait_until("3 spans sent", || spans_received(&collector) == 3);
     }
 
     #[test]
@@ -715,6 +808,63 @@ mod tests {
         .unwrap();
         let scope = InstrumentationScope::builder("sample-app").build();
         processor.on_end(sampled(0, &scope));
-        assert!(processor.force_flush().is_err());
+        assert!(matches!(
+            processor.force_flush(),
+            Err(OTelSdkError::InternalFailure(_))
+        ));
+        // Spans after that are dropped at once, not queued for a thread that is gone.
+        processor.on_end(sampled(2, &scope));
+        assert_eq!(processor.queued().0, 1);
+    }
+
+    #[test]
+    fn a_flush_waits_for_the_batch_being_sent_and_reports_a_failed_export() {
+        let (processor, collector) = start(settings(100, 2, Duration::from_secs(3600)));
+        collector.set_closed(true);
+        let scope = InstrumentationScope::builder("sample-app").build();
+        for n in 0..3 {
+            processor.on_end(sampled(n, &scope));
+        }
+        let processor = Arc::new(processor);
+        let (done, flushed) = mpsc::channel();
+        let flushing = processor.clone();
+        thread::spawn(move || done.send(flushing.force_flush()).unwrap());
+        // The first batch is held by the collector: the flush must not return before it ends.
+        assert!(flushed.recv_timeout(Duration::from_millis(100)).is_err());
+        collector.set_closed(false);
+        flushed.recv_timeout(DEADLINE).unwrap().unwrap();
+        assert_eq!(spans_received(&collector), 3);
+        assert_eq!(processor.queued(), (0, 0));
+
+        let collector = Arc::new(Collector {
+            fails: true,
+            ..Collector::default()
+        });
+        let failing = EncodedBatchProcessor::new(
+            Sink(collector.clone()),
+            settings(100, 100, Duration::from_secs(3600)),
+        )
+        .unwrap();
+        failing.on_end(sampled(0, &scope));
+        assert!(failing.force_flush().is_err());
+        failing.on_end(sampled(2, &scope));
+        assert!(
+            failing.force_flush().is_err(),
+            "each flush whose export failed"
+        );
+    }
+
+    #[test]
+    fn dropped_without_a_shutdown_it_still_exports_what_is_queued() {
+        let (processor, collector) = start(settings(100, 100, Duration::from_secs(3600)));
+        let scope = InstrumentationScope::builder("sample-app").build();
+        for n in 0..3 {
+            processor.on_end(sampled(n, &scope));
+        }
+        drop(processor);
+        wait_until("the queued spans sent", || spans_received(&collector) == 3);
+        wait_until("the sender shut down", || {
+            collector.shut_down.load(Ordering::Relaxed)
+        });
     }
 }
