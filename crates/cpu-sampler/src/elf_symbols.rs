@@ -10,8 +10,12 @@
 //! thousand addresses that are ever sampled. A name is read from the file, one `pread` of
 //! up to 4 KiB, when [`ElfSymbols::frame`] resolves an address to its function, and the
 //! [`Symbolizer`](crate::Symbolizer) caches that frame: one read per newly sampled address.
-//! The file stays open so that a binary replaced or deleted on disk since is still read
-//! through the same inode. The vDSO has no file (it is read from `/proc/self/mem`); its
+//! The file stays open so that a binary replaced or deleted on disk after its first sampled
+//! address is still read through the same inode. One replaced before that is opened by its
+//! path, as it always was: the new file's symbols with the old load bias, so wrong names. Its
+//! device and inode are not compared with `/proc/self/maps`' because under overlayfs (a
+//! container's root) the two may name different layers of the same file, and refusing would
+//! leave every profile unnamed. The vDSO has no file (it is read from `/proc/self/mem`); its
 //! string table, a few hundred bytes, is copied instead.
 //!
 //! No DWARF is ever parsed. `backtrace::resolve` did that for shared libraries: on a machine
