@@ -114,12 +114,10 @@ struct State {
     /// The batch that spans are added to, and the full ones waiting for the thread.
     open: Batch,
     full: VecDeque<Batch>,
-    /// Spans (and their bytes) between their end and the end of their export.
-    queued_spans: usize,
+    /// Bytes of the spans between their end and the end of their export.
     queued_bytes: usize,
-    /// Counts since the start: spans queued, taken by the thread, and whose export ended.
+    /// Counts since the start: spans queued, and spans whose export ended.
     ended: u64,
-    taken: u64,
     exported: u64,
     /// Export every span ended up to this count, even from a batch that is not full.
     flush_to: u64,
@@ -133,6 +131,11 @@ struct State {
 }
 
 impl State {
+    /// Spans between their end and the end of their export.
+    fn queued_spans(&self) -> usize {
+        (self.ended - self.exported) as usize
+    }
+
     fn scope(&mut self, scope: &InstrumentationScope) -> usize {
         match self.scopes.iter().position(|s| s == scope) {
             Some(found) => found,
@@ -153,7 +156,9 @@ impl State {
             return Err(None);
         };
         let waited = opened.elapsed();
-        if self.shutting_down || self.flush_to > self.taken || waited >= delay {
+        // No full batch waits, so the open one holds every span not yet taken for export.
+        let taken = self.ended - self.open.spans as u64;
+        if self.shutting_down || self.flush_to > taken || waited >= delay {
             return Ok(std::mem::take(&mut self.open));
         }
         Err(Some(delay - waited))
@@ -242,7 +247,6 @@ impl Shared {
                     continue;
                 }
             };
-            state.taken += batch.spans as u64;
             let resource = state.resource.clone();
             let scopes: Vec<InstrumentationScope> = batch
                 .groups
@@ -271,10 +275,9 @@ impl Shared {
             if sent.is_err() {
                 state.failed_to = state.exported;
             }
-            state.queued_spans -= spans;
             state.queued_bytes -= bytes;
             self.queued_hint
-                .store(state.queued_spans, Ordering::Relaxed);
+                .store(state.queued_spans(), Ordering::Relaxed);
             for (_, mut buffer) in batch.groups {
                 if state.spare.len() < SPARE_BUFFERS {
                     buffer.clear();
@@ -344,7 +347,7 @@ impl EncodedBatchProcessor {
         if state.shutting_down {
             return;
         }
-        if state.queued_spans >= settings.max_queue_size
+        if state.queued_spans() >= settings.max_queue_size
             || state.queued_bytes + encoded.len() > settings.limits.max_queue_bytes
         {
             drop(state);
@@ -355,12 +358,11 @@ impl EncodedBatchProcessor {
         let first = state.open.spans == 0;
         let State { open, spare, .. } = &mut *state;
         open.push(scope, encoded, spare);
-        state.queued_spans += 1;
-        self.shared
-            .queued_hint
-            .store(state.queued_spans, Ordering::Relaxed);
         state.queued_bytes += encoded.len();
         state.ended += 1;
+        self.shared
+            .queued_hint
+            .store(state.queued_spans(), Ordering::Relaxed);
         if state.open.spans >= settings.max_export_batch_size {
             let batch = std::mem::take(&mut state.open);
             state.full.push_back(batch);
@@ -376,7 +378,7 @@ impl EncodedBatchProcessor {
     /// `(spans, bytes)` ended and not yet exported.
     pub fn queued(&self) -> (usize, usize) {
         let state = lock(&self.shared.state);
-        (state.queued_spans, state.queued_bytes)
+        (state.queued_spans(), state.queued_bytes)
     }
 }
 
@@ -609,9 +611,18 @@ mod tests {
         settings: BatchSettings,
         resource: &Resource,
     ) -> (EncodedBatchProcessor, Arc<Collector>) {
-        let collector = Arc::new(Collector::default());
-        let mut processor = EncodedBatchProcessor::new(Sink(collector.clone()), settings).unwrap();
+        let (mut processor, collector) = start_to(Collector::default(), settings);
         processor.set_resource(resource);
+        (processor, collector)
+    }
+
+    /// A processor sending to `collector` (which may panic or fail), with the default resource.
+    fn start_to(
+        collector: Collector,
+        settings: BatchSettings,
+    ) -> (EncodedBatchProcessor, Arc<Collector>) {
+        let collector = Arc::new(collector);
+        let processor = EncodedBatchProcessor::new(Sink(collector.clone()), settings).unwrap();
         (processor, collector)
     }
 
@@ -799,15 +810,13 @@ mod tests {
 
     #[test]
     fn a_flush_does_not_wait_for_a_thread_that_died() {
-        let collector = Arc::new(Collector {
-            panics: true,
-            ..Collector::default()
-        });
-        let processor = EncodedBatchProcessor::new(
-            Sink(collector.clone()),
+        let (processor, _collector) = start_to(
+            Collector {
+                panics: true,
+                ..Collector::default()
+            },
             settings(100, 100, Duration::from_secs(3600)),
-        )
-        .unwrap();
+        );
         let scope = InstrumentationScope::builder("sample-app").build();
         processor.on_end(sampled(0, &scope));
         assert!(matches!(
@@ -838,15 +847,13 @@ mod tests {
         assert_eq!(spans_received(&collector), 3);
         assert_eq!(processor.queued(), (0, 0));
 
-        let collector = Arc::new(Collector {
-            fails: true,
-            ..Collector::default()
-        });
-        let failing = EncodedBatchProcessor::new(
-            Sink(collector.clone()),
+        let (failing, _collector) = start_to(
+            Collector {
+                fails: true,
+                ..Collector::default()
+            },
             settings(100, 100, Duration::from_secs(3600)),
-        )
-        .unwrap();
+        );
         failing.on_end(sampled(0, &scope));
         assert!(failing.force_flush().is_err());
         failing.on_end(sampled(2, &scope));
